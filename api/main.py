@@ -1,0 +1,72 @@
+"""The SaaS API: `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from api import errors
+from api.deps import AppState
+from api.middleware import RequestContextMiddleware
+from api.routes import admin, health, jobs
+from shared import logs
+from shared.config import Settings, get_settings
+from shared.db import create_engine, create_sessionmaker
+from shared.llm.client import ModelCatalog
+from shared.queue import create_queue
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; connections open in the lifespan, not at import."""
+    settings = settings or get_settings()
+    settings.check_production()
+    logs.configure("DEBUG" if settings.debug else "INFO")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        queue = await create_queue(settings)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        app.state.saas = AppState(
+            settings=settings,
+            sessionmaker=create_sessionmaker(engine),
+            queue=queue,
+            http=http,
+            catalog=ModelCatalog(
+                http,
+                base_url=settings.litellm_proxy_url,
+                master_key=settings.litellm_master_key,
+                ttl=settings.litellm_models_cache_seconds,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await http.aclose()
+            await queue.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="saas-llm",
+        version="0.1.0",
+        description="LLM work as durable, billable jobs.",
+        lifespan=lifespan,
+        debug=settings.debug,
+    )
+    errors.install(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.jobs_max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    app.include_router(jobs.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.main:app` builds the app on first access, so importing this module (tests,
+    # tooling) does not read settings or refuse to start.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,193 @@
+"""Team API: submit, read, wait for and cancel jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import SessionDep, StateDep, TeamDep, after_commit, commit
+from shared.errors import BadRequest, ServiceUnavailable
+from shared.jobs.schemas import CallOut, JobCreate, JobList, JobOut, StepCallCreate, StepJobCreate
+from shared.jobs.service import JobService, call_out, job_out
+from shared.models import CALL_TERMINAL, Call
+from shared.queue import enqueue_call, enqueue_calls, publish_cancel
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+JOB_STATUSES = {"open", "queued", "running", "succeeded", "failed", "cancelled", "expired"}
+
+
+async def _available(state: StateDep) -> list[str]:
+    try:
+        return await state.catalog.names()
+    except Exception as exc:
+        raise ServiceUnavailable("the model proxy is unavailable; retry shortly") from exc
+
+
+@router.get("/models")
+async def list_models(team: TeamDep, state: StateDep) -> dict[str, Any]:
+    """Models this team may use."""
+    names = await _available(state)
+    allowed = set(team.allowed_models or [])
+    data = [{"id": n, "object": "model"} for n in names if not allowed or n in allowed]
+    return {"object": "list", "data": data}
+
+
+@router.post("/jobs", status_code=202)
+async def submit_job(
+    data: JobCreate,
+    team: TeamDep,
+    session: SessionDep,
+    state: StateDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """Batch style: a job and all its calls, queued at once."""
+    service = JobService(session, state.settings)
+    submitted = await service.submit_batch(
+        team, data, await _available(state), idempotency_key=idempotency_key
+    )
+    if submitted.created:
+        call_ids = submitted.call_ids
+        after_commit(session, lambda: enqueue_calls(state.queue, call_ids))
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    return await service.get_out(team, submitted.job.id)
+
+
+@router.post("/jobs/create", status_code=201)
+async def create_step_job(
+    data: StepJobCreate, team: TeamDep, session: SessionDep, state: StateDep
+) -> JobOut:
+    """Step style (the seed's endpoint): an open job that calls are added to one at a time."""
+    job = await JobService(session, state.settings).create_step(team, data)
+    return job_out(job, {})
+
+
+@router.post("/jobs/{job_id}/calls", status_code=202)
+async def add_call(
+    job_id: str, data: StepCallCreate, team: TeamDep, session: SessionDep, state: StateDep
+) -> CallOut:
+    """Queue one call on an open job; with `wait` > 0, answer when it ends (or the wait is over)."""
+    service = JobService(session, state.settings)
+    call = await service.add_call(team, job_id, data, await _available(state))
+    call_id = call.id
+    after_commit(session, lambda: enqueue_call(state.queue, call_id))
+    if data.wait <= 0:
+        return call_out(call)
+    await commit(session)  # the wait below must not hold the job's row lock
+    wait = min(data.wait, state.settings.jobs_call_wait_max_seconds)
+    return call_out(await _wait_for_call(state, team.id, job_id, call_id, wait))
+
+
+async def _wait_for_call(
+    state: StateDep, team_id: str, job_id: str, call_id: str, wait: float
+) -> Call:
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        async with state.sessionmaker() as session:
+            call = await session.get(Call, call_id)
+            assert call is not None and call.team_id == team_id and call.job_id == job_id
+            if call.status in CALL_TERMINAL or time.monotonic() >= deadline:
+                return call
+        await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+        delay = min(delay * 1.5, 0.5)
+
+
+@router.post("/jobs/{job_id}/complete")
+async def complete_job(job_id: str, team: TeamDep, session: SessionDep, state: StateDep) -> JobOut:
+    """Close an open job; it ends when its last call ends."""
+    service = JobService(session, state.settings)
+    await service.complete(team, job_id)
+    return await service.get_out(team, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, team: TeamDep, session: SessionDep, state: StateDep) -> JobOut:
+    """Stop queued calls from starting and abort running ones; nothing is charged."""
+    service = JobService(session, state.settings)
+    _, call_ids = await service.cancel(team, job_id)
+    after_commit(session, lambda: publish_cancel(state.queue, state.settings, call_ids))
+    return await service.get_out(team, job_id)
+
+
+@router.get("/jobs")
+async def list_jobs(
+    team: TeamDep,
+    session: SessionDep,
+    state: StateDep,
+    status: str | None = None,
+    job_type: str | None = None,
+    after: str | None = Query(default=None, description="Cursor: the last id of the previous page."),
+    limit: int = Query(default=20, ge=1, le=100),
+) -> JobList:
+    """The team's jobs, newest first."""
+    if status is not None and status not in JOB_STATUSES:
+        raise BadRequest(f"unknown status {status!r}", param="status")
+    jobs, has_more = await JobService(session, state.settings).list_out(
+        team, status=status, job_type=job_type, after=after, limit=limit
+    )
+    return JobList(data=jobs, has_more=has_more, next_cursor=jobs[-1].id if has_more else None)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(
+    job_id: str,
+    team: TeamDep,
+    session: SessionDep,
+    state: StateDep,
+    include_calls: bool = Query(default=False, alias="include_calls"),
+) -> JobOut:
+    return await JobService(session, state.settings).get_out(
+        team, job_id, include_calls=include_calls
+    )
+
+
+@router.get("/jobs/{job_id}/calls/{call_id}")
+async def get_call(
+    job_id: str, call_id: str, team: TeamDep, session: SessionDep, state: StateDep
+) -> CallOut:
+    call = await JobService(session, state.settings).call(team, job_id, call_id)
+    return call_out(call, include_request=True)
+
+
+def _result_line(call: Call) -> dict[str, Any]:
+    """One result in the shape of OpenAI's Batch output."""
+    response = None
+    if call.status == "succeeded":
+        response = {"status_code": 200, "request_id": call.litellm_call_id, "body": call.response}
+    error = call.error
+    if call.status == "cancelled" and error is None:
+        error = {"type": "cancelled", "message": "the call was cancelled"}
+    return {
+        "id": call.id,
+        "custom_id": call.custom_id,
+        "status": call.status,
+        "response": response,
+        "error": error,
+        "cost_usd": str(call.cost_usd) if call.cost_usd is not None else None,
+    }
+
+
+@router.get("/jobs/{job_id}/results", response_model=None)
+async def job_results(
+    job_id: str, request: Request, team: TeamDep, session: SessionDep, state: StateDep
+) -> Response:
+    """Results in custom_id order: JSON, or JSONL with `Accept: application/x-ndjson`."""
+    service = JobService(session, state.settings)
+    job = await service.get(team, job_id)
+    calls = await service.calls(team, job_id)
+    lines = [_result_line(c) for c in calls]
+    accept = request.headers.get("accept", "")
+    if "application/x-ndjson" in accept or "application/jsonl" in accept:
+        body = "".join(json.dumps(line) + "\n" for line in lines)
+        return StreamingResponse(iter([body]), media_type="application/x-ndjson")
+    return JSONResponse(
+        {"object": "list", "job_id": job.id, "status": job.status, "data": lines}
+    )

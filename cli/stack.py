@@ -1,0 +1,161 @@
+"""Starting and stopping the platform's processes (used by `saas-llm up`, the tests and bench)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A child process with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_http(self, url: str, timeout: float = 60.0) -> None:
+        """Poll `url` until it answers 2xx; fail early if the process exits."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.log_tail()}")
+            try:
+                response = httpx.get(url, timeout=2.0)
+                if response.status_code < 300:
+                    return
+                last = response.status_code
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready at {url} after {timeout}s ({last!r}):\n{self.log_tail()}")
+
+    def wait_log(self, needle: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
+            if needle in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name}: {needle!r} not seen in {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int | None:
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Proc:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log_file = log_path.open("ab")
+    popen = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    log_file.close()
+    return Proc(name, popen, log_path)
+
+
+def proxy_env(env: dict[str, str]) -> dict[str, str]:
+    """The proxy runs offline and keeps no database of its own here."""
+    out = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+    out["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    out.setdefault("LITELLM_LOG", "ERROR")
+    return out
+
+
+def write_proxy_config(path: Path, models: list[dict[str, Any]]) -> Path:
+    """A proxy config serving `models`; retries are ours, so the proxy makes none."""
+    config = {
+        "model_list": models,
+        "litellm_settings": {"num_retries": 0, "request_timeout": 600, "drop_params": True},
+        "router_settings": {"num_retries": 0},
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_proxy(env: dict[str, str], config: Path, port: int, log_dir: Path) -> Proc:
+    proc = spawn(
+        "proxy",
+        [str(BIN / "litellm"), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+        proxy_env(env),
+        log_dir,
+    )
+    proc.wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
+    return proc
+
+
+def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") -> Proc:
+    proc = spawn(
+        name,
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log"],
+        env,
+        log_dir,
+    )
+    proc.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+    return proc
+
+
+def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Proc:
+    proc = spawn(name, [str(BIN / "arq"), "worker.main.WorkerSettings"], env, log_dir)
+    proc.wait_log("worker started", timeout=60)
+    return proc
+
+
+@dataclass
+class Stack:
+    """The running processes of one platform instance."""
+
+    env: dict[str, str]
+    api_url: str
+    proxy_url: str
+    log_dir: Path
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()

@@ -1,0 +1,28 @@
+"""Time-ordered, prefixed ids (`job_01J...`): they sort by creation, so lists page by id."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+
+
+def _b32(value: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def ulid() -> str:
+    """A 26-character ULID: 48 bits of milliseconds, then 80 random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    return _b32(ms, 10) + _b32(rand, 16)
+
+
+def new_id(prefix: str) -> str:
+    """A new id such as `job_01JD3K...`."""
+    return f"{prefix}_{ulid()}"

@@ -1,0 +1,162 @@
+"""Calls to the LiteLLM proxy's OpenAI-compatible API.
+
+    LLMError
+    ├── TransientLLMError   connection errors, timeouts, 408/409/429/5xx: retry
+    └── PermanentLLMError   any other 4xx, or an unusable answer: fail now
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from shared.retry import is_transient_status, parse_retry_after
+
+
+class LLMError(Exception):
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.body = body
+
+    def as_error(self) -> dict[str, Any]:
+        return {"type": "provider_error", "status": self.status, "message": self.message}
+
+
+class TransientLLMError(LLMError):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class PermanentLLMError(LLMError):
+    pass
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    body: dict[str, Any]
+    cost_usd: Decimal | None
+    litellm_call_id: str | None
+    latency_ms: int
+    model_used: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def _error_message(response: httpx.Response) -> tuple[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:2000] or response.reason_phrase, None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"]), body
+        if isinstance(err, str):
+            return err, body
+        if body.get("detail"):
+            return str(body["detail"]), body
+    return str(body)[:2000], body
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    for name in ("retry-after", "llm_provider-retry-after", "x-ratelimit-reset-requests"):
+        seconds = parse_retry_after(response.headers.get(name))
+        if seconds is not None:
+            return seconds
+    return None
+
+
+async def chat_completion(
+    client: httpx.AsyncClient,
+    *,
+    base_url: str,
+    master_key: str,
+    body: dict[str, Any],
+    timeout: float,
+) -> LLMResult:
+    """POST /v1/chat/completions on the proxy; raise a classified `LLMError` on failure."""
+    started = time.perf_counter()
+    try:
+        response = await client.post(
+            base_url.rstrip("/") + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {master_key}"},
+            timeout=timeout,
+        )
+    except httpx.TimeoutException as exc:
+        raise TransientLLMError(f"timed out calling the model proxy: {exc!r}") from exc
+    except httpx.TransportError as exc:
+        raise TransientLLMError(f"could not reach the model proxy: {exc!r}") from exc
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    if response.status_code >= 400:
+        message, err_body = _error_message(response)
+        if is_transient_status(response.status_code):
+            raise TransientLLMError(
+                message,
+                status=response.status_code,
+                body=err_body,
+                retry_after=_retry_after(response),
+            )
+        raise PermanentLLMError(message, status=response.status_code, body=err_body)
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise TransientLLMError("the model proxy answered with invalid JSON") from exc
+    usage = data.get("usage") or {}
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    return LLMResult(
+        body=data,
+        cost_usd=_decimal(response.headers.get("x-litellm-response-cost")),
+        litellm_call_id=response.headers.get("x-litellm-call-id"),
+        latency_ms=latency_ms,
+        model_used=response.headers.get("x-litellm-model-name") or data.get("model"),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=int(usage.get("total_tokens") or prompt + completion),
+    )
+
+
+class ModelCatalog:
+    """The proxy's model names, cached for a few seconds."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, *, base_url: str, master_key: str, ttl: float
+    ) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self.master_key = master_key
+        self.ttl = ttl
+        self._models: list[str] = []
+        self._fetched = 0.0
+
+    async def names(self) -> list[str]:
+        """Model names served by the proxy; raises `httpx.HTTPError` if it cannot be asked."""
+        if self._models and time.monotonic() - self._fetched < self.ttl:
+            return self._models
+        response = await self.client.get(
+            self.base_url + "/v1/models",
+            headers={"Authorization": f"Bearer {self.master_key}"},
+            timeout=10.0,
+        )
+        response.raise_for_status()
+        self._models = sorted({m["id"] for m in response.json().get("data", [])})
+        self._fetched = time.monotonic()
+        return self._models

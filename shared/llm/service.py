@@ -1,0 +1,144 @@
+"""Running one call: claim the row, ask the proxy, record the outcome exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+from arq.connections import ArqRedis
+
+from shared.config import Settings
+from shared.db import SessionMaker, transaction
+from shared.jobs.lifecycle import CallOutcome, claim_call, finish_call, release_call
+from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError, chat_completion
+from shared.queue import enqueue_call
+from shared.retry import backoff
+
+log = logging.getLogger("saas_llm.worker")
+
+
+@dataclass
+class WorkerDeps:
+    """What every task needs, built once per worker process."""
+
+    settings: Settings
+    sessionmaker: SessionMaker
+    http: httpx.AsyncClient
+    queue: ArqRedis
+    inflight: dict[str, asyncio.Task[LLMResult]] = field(default_factory=dict)
+    draining: bool = False
+
+
+def _success(result: LLMResult) -> CallOutcome:
+    return CallOutcome(
+        status="succeeded",
+        response=result.body,
+        model_used=result.model_used,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        total_tokens=result.total_tokens,
+        cost_usd=result.cost_usd,
+        latency_ms=result.latency_ms,
+        litellm_call_id=result.litellm_call_id,
+    )
+
+
+async def run_call(deps: WorkerDeps, call_id: str) -> str:
+    """Run `call_id` if it is still queued; safe to run any number of times."""
+    settings = deps.settings
+    async with transaction(deps.sessionmaker) as session:
+        call = await claim_call(session, call_id, settings.worker_call_timeout_seconds + 30)
+    if call is None:
+        return "skipped"
+    attempt = call.attempts
+    extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
+    request = asyncio.create_task(
+        chat_completion(
+            deps.http,
+            base_url=settings.litellm_proxy_url,
+            master_key=settings.litellm_master_key,
+            body=call.request,
+            timeout=settings.worker_call_timeout_seconds,
+        )
+    )
+    deps.inflight[call_id] = request
+    try:
+        result = await asyncio.shield(request)
+    except asyncio.CancelledError:
+        if request.cancelled() and not _current_cancelling():
+            # Aborted through the cancel channel: the row is already `cancelled`.
+            log.info("call aborted", extra=extra)
+            return "aborted"
+        request.cancel()
+        # The worker is stopping: hand the call back without counting this attempt.
+        async with transaction(deps.sessionmaker) as session:
+            await release_call(
+                session, call_id, attempt, delay=0, error=None, refund_attempt=True
+            )
+        # arq re-queues its cancelled task; this entry covers a worker that exits for good.
+        await enqueue_call(deps.queue, call_id, attempts=attempt - 1)
+        log.info("call re-queued at shutdown", extra=extra)
+        raise
+    except TransientLLMError as exc:
+        if attempt < settings.worker_max_attempts:
+            delay = backoff(
+                attempt,
+                base=settings.worker_retry_base_seconds,
+                cap=settings.worker_retry_max_seconds,
+                retry_after=exc.retry_after,
+            )
+            async with transaction(deps.sessionmaker) as session:
+                released = await release_call(
+                    session, call_id, attempt, delay=delay, error=exc.as_error()
+                )
+            if released:
+                await enqueue_call(deps.queue, call_id, attempts=attempt, defer_by=delay)
+            log.info(
+                "call retry scheduled",
+                extra={**extra, "attempt": attempt, "delay_s": round(delay, 3), "status": exc.status},
+            )
+            return "retry"
+        return await _fail(deps, call_id, attempt, exc, extra)
+    except PermanentLLMError as exc:
+        return await _fail(deps, call_id, attempt, exc, extra)
+    finally:
+        deps.inflight.pop(call_id, None)
+    async with transaction(deps.sessionmaker) as session:
+        ended = await finish_call(session, call_id, attempt, _success(result))
+    log.info("call succeeded", extra={**extra, "latency_ms": result.latency_ms})
+    if ended is not None:
+        log.info("job ended", extra={**extra, "status": ended.status})
+    return "succeeded"
+
+
+async def _fail(
+    deps: WorkerDeps, call_id: str, attempt: int, exc: LLMError, extra: dict[str, str]
+) -> str:
+    error = exc.as_error()
+    error["attempts"] = attempt
+    async with transaction(deps.sessionmaker) as session:
+        ended = await finish_call(
+            session, call_id, attempt, CallOutcome(status="failed", error=error)
+        )
+    log.warning("call failed", extra={**extra, "error": exc.message[:500]})
+    if ended is not None:
+        log.info("job ended", extra={**extra, "status": ended.status})
+    return "failed"
+
+
+def _current_cancelling() -> bool:
+    task = asyncio.current_task()
+    return bool(task is not None and task.cancelling())
+
+
+def abort_calls(deps: WorkerDeps, call_ids: list[str]) -> int:
+    """Abort the provider requests of these calls if this worker runs them."""
+    aborted = 0
+    for call_id in call_ids:
+        task = deps.inflight.get(call_id)
+        if task is not None and not task.done():
+            task.cancel()
+            aborted += 1
+    return aborted

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.models.base import Base
+
+JOB_TERMINAL = ("succeeded", "failed", "cancelled", "expired")
+CALL_TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Job(Base):
+    """One business operation: one or more calls, billed and reported as one unit."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_team_id_id", "team_id", "id"),
+        Index("ix_jobs_team_id_status_id", "team_id", "status", "id"),
+        Index("ix_jobs_team_id_job_type_id", "team_id", "job_type", "id"),
+        Index(
+            "uq_jobs_team_id_idempotency_key",
+            "team_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_active",
+            "status",
+            "id",
+            postgresql_where=text("status IN ('open', 'queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    style: Mapped[str] = mapped_column(String(8))  # batch | step
+    job_type: Mapped[str | None] = mapped_column(String(100))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", server_default=text("'{}'::jsonb")
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[dict[str, Any] | None]
+    total_calls: Mapped[int] = mapped_column(server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    cost_usd: Mapped[Decimal] = mapped_column(server_default="0")
+    credits_charged: Mapped[Decimal] = mapped_column(server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    deadline_at: Mapped[datetime | None]
+
+
+class Call(Base):
+    """One LLM request of a job; its row is the truth, the queue only a hint."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_job_id_seq", "job_id", "seq", unique=True),
+        Index("ix_calls_team_id_id", "team_id", "id"),
+        Index(
+            "ix_calls_active",
+            "status",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    custom_id: Mapped[str] = mapped_column(String(255))
+    model_requested: Mapped[str] = mapped_column(String(200))
+    model_used: Mapped[str | None] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), server_default="queued")
+    response: Mapped[dict[str, Any] | None]
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    total_tokens: Mapped[int | None]
+    cost_usd: Mapped[Decimal | None]
+    latency_ms: Mapped[int | None]
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    litellm_call_id: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[dict[str, Any] | None]
+    next_attempt_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

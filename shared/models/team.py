@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.models.base import Base, Timestamps
+
+
+class Team(Timestamps, Base):
+    """A customer of the platform."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    # Empty list: every model the proxy serves.
+    allowed_models: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    max_requests_per_job: Mapped[int | None]
+    max_calls_in_flight: Mapped[int | None]
+    requests_per_minute: Mapped[int | None]
+    # Room for billing: balance mirrors the ledger's last entry.
+    credits_balance: Mapped[Decimal] = mapped_column(server_default="0")
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", server_default=text("'{}'::jsonb")
+    )
+
+
+class ApiKey(Base):
+    """A team key: only its SHA-256 and a short display prefix are stored."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_team_id_id", "team_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), server_default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]

@@ -1,0 +1,76 @@
+"""The arq queue: connection, JSON serialization, and enqueueing tasks by name.
+
+Apart from `worker/main.py`, this is the only module that imports arq. Messages are JSON, not
+pickle, so that tasks queued by one release can be read by the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from shared.config import Settings
+
+RUN_CALL = "run_call"
+DELIVER_EVENT = "deliver_event"
+CANCEL_CHANNEL_SUFFIX = ":cancel"
+
+
+def serialize(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def deserialize(raw: bytes) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    rs = RedisSettings.from_dsn(settings.effective_redis_url)
+    rs.conn_timeout = 5
+    rs.conn_retries = 2
+    return rs
+
+
+async def create_queue(settings: Settings) -> ArqRedis:
+    """A connection pool to the queue's Redis."""
+    return await create_pool(
+        redis_settings(settings),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.worker_queue_name,
+    )
+
+
+def cancel_channel(settings: Settings) -> str:
+    return settings.worker_queue_name + CANCEL_CHANNEL_SUFFIX
+
+
+def call_task_id(call_id: str, attempts: int) -> str:
+    """One queue entry per attempt: enqueueing the same attempt twice is a no-op in arq."""
+    return f"call:{call_id}:{attempts}"
+
+
+async def enqueue_call(
+    queue: ArqRedis, call_id: str, *, attempts: int = 0, defer_by: float | None = None
+) -> None:
+    """Queue one call; the call row decides whether it still needs running."""
+    await queue.enqueue_job(
+        RUN_CALL, call_id, _job_id=call_task_id(call_id, attempts), _defer_by=defer_by
+    )
+
+
+async def enqueue_calls(queue: ArqRedis, call_ids: list[str]) -> None:
+    """Queue many new calls, a hundred round trips at a time."""
+    for start in range(0, len(call_ids), 100):
+        chunk = call_ids[start : start + 100]
+        await asyncio.gather(*(enqueue_call(queue, call_id) for call_id in chunk))
+
+
+async def publish_cancel(queue: ArqRedis, settings: Settings, call_ids: list[str]) -> None:
+    """Tell every worker to abort these calls if it is running them."""
+    if call_ids:
+        await queue.publish(cancel_channel(settings), json.dumps(call_ids))

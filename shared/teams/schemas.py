@@ -1,0 +1,72 @@
+"""Shapes of teams and keys over the admin API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{1,62}$"
+
+
+class TeamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team_id: str = Field(pattern=SLUG, description="Slug chosen by the admin.")
+    name: str = Field(min_length=1, max_length=200)
+    allowed_models: list[str] = Field(default_factory=list, max_length=500)
+    max_requests_per_job: int | None = Field(default=None, ge=1)
+    max_calls_in_flight: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeamUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    allowed_models: list[str] | None = Field(default=None, max_length=500)
+    max_requests_per_job: int | None = Field(default=None, ge=1)
+    max_calls_in_flight: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    metadata: dict[str, Any] | None = None
+
+
+class TeamOut(BaseModel):
+    object: Literal["team"] = "team"
+    team_id: str
+    name: str
+    status: str
+    allowed_models: list[str]
+    max_requests_per_job: int | None
+    max_calls_in_flight: int | None
+    requests_per_minute: int | None
+    credits_balance: Decimal
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=200)
+    expires_at: datetime | None = None
+
+
+class KeyOut(BaseModel):
+    object: Literal["api_key"] = "api_key"
+    id: str
+    team_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The secret: shown once, never again.")

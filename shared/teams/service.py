@@ -1,0 +1,153 @@
+"""Teams, their keys, and authentication of a bearer key."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.errors import Conflict, NotFound, TeamSuspended, Unauthorized
+from shared.ids import new_id
+from shared.models import ApiKey, Team
+from shared.teams.repository import TeamRepository
+from shared.teams.schemas import KeyCreate, KeyCreated, KeyOut, TeamCreate, TeamOut, TeamUpdate
+
+KEY_PREFIX = "sk-"
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    """A high-entropy key: 256 random bits."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def team_out(team: Team) -> TeamOut:
+    return TeamOut(
+        team_id=team.id,
+        name=team.name,
+        status=team.status,
+        allowed_models=list(team.allowed_models),
+        max_requests_per_job=team.max_requests_per_job,
+        max_calls_in_flight=team.max_calls_in_flight,
+        requests_per_minute=team.requests_per_minute,
+        credits_balance=team.credits_balance,
+        metadata=team.metadata_,
+        created_at=team.created_at,
+        updated_at=team.updated_at,
+    )
+
+
+def key_out(key: ApiKey) -> KeyOut:
+    return KeyOut(
+        id=key.id,
+        team_id=key.team_id,
+        name=key.name,
+        prefix=key.prefix,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        last_used_at=key.last_used_at,
+    )
+
+
+class TeamService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = TeamRepository(session)
+
+    async def create(self, data: TeamCreate) -> Team:
+        team = Team(
+            id=data.team_id,
+            name=data.name,
+            status="active",
+            allowed_models=data.allowed_models,
+            max_requests_per_job=data.max_requests_per_job,
+            max_calls_in_flight=data.max_calls_in_flight,
+            requests_per_minute=data.requests_per_minute,
+            metadata_=data.metadata,
+        )
+        self.session.add(team)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise Conflict(f"team {data.team_id!r} already exists", param="team_id") from exc
+        await self.session.refresh(team)
+        return team
+
+    async def get(self, team_id: str) -> Team:
+        team = await self.repo.get(team_id)
+        if team is None:
+            raise NotFound(f"no team {team_id!r}")
+        return team
+
+    async def list(self, *, after: str | None, limit: int) -> Sequence[Team]:
+        return await self.repo.list(after=after, limit=limit)
+
+    async def update(self, team_id: str, data: TeamUpdate) -> Team:
+        team = await self.get(team_id)
+        for field, value in data.model_dump(exclude_unset=True).items():
+            setattr(team, "metadata_" if field == "metadata" else field, value)
+        await self.session.flush()
+        await self.session.refresh(team)
+        return team
+
+    async def set_status(self, team_id: str, status: str) -> Team:
+        team = await self.get(team_id)
+        team.status = status
+        await self.session.flush()
+        await self.session.refresh(team)
+        return team
+
+    async def create_key(self, team_id: str, data: KeyCreate) -> KeyCreated:
+        await self.get(team_id)
+        raw = generate_key()
+        key = ApiKey(
+            id=new_id("key"),
+            team_id=team_id,
+            name=data.name,
+            prefix=raw[:10],
+            key_hash=hash_key(raw),
+            expires_at=data.expires_at,
+        )
+        self.session.add(key)
+        await self.session.flush()
+        await self.session.refresh(key)
+        return KeyCreated(**key_out(key).model_dump(), key=raw)
+
+    async def list_keys(self, team_id: str) -> Sequence[ApiKey]:
+        await self.get(team_id)
+        return await self.repo.keys(team_id)
+
+    async def revoke_key(self, team_id: str, key_id: str) -> ApiKey:
+        key = await self.repo.key(team_id, key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id!r} for team {team_id!r}")
+        if key.revoked_at is None:
+            key.revoked_at = datetime.now(UTC)
+            await self.session.flush()
+        return key
+
+    async def authenticate(self, raw: str) -> Team:
+        """The active team owning `raw`; 401 for an unknown/revoked/expired key, 403 if suspended."""
+        found = await self.repo.key_by_hash(hash_key(raw))
+        if found is None:
+            raise Unauthorized("invalid API key")
+        key, team = found
+        now = datetime.now(UTC)
+        if key.revoked_at is not None:
+            raise Unauthorized("this API key has been revoked")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise Unauthorized("this API key has expired")
+        if team.status != "active":
+            raise TeamSuspended(f"team {team.id!r} is {team.status}")
+        if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY:
+            await self.repo.touch_key(key.id, now)
+        return team

@@ -1,0 +1,189 @@
+"""Session fixtures: a private database and queue, the fake provider, a real LiteLLM proxy, the
+API (uvicorn) and a worker (arq), all real processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from cli.stack import Proc, Stack, free_port, spawn, start_api, start_proxy, start_worker, write_proxy_config
+from shared.migrations import upgrade
+
+PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MASTER_KEY = "sk-test-master-" + secrets.token_hex(8)
+TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+MODELS = ("gpt-4o-mini", "gpt-4o")
+
+
+def _db_url(name: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = "saasllm_test_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _db_url(name)
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def fake_provider(log_dir: Path) -> Iterator[str]:
+    port = free_port()
+    proc = spawn(
+        "fake-provider",
+        [sys.executable, "-m", "tests.fakes.provider", "--port", str(port)],
+        dict(os.environ),
+        log_dir,
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_http(url + "/_control/health", timeout=30)
+    yield url
+    proc.stop()
+
+
+def base_env(database_url: str, queue: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "WEBHOOK_", "JOBS_"))}
+    env.update(
+        {
+            "ENVIRONMENT": "test",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+            "ADMIN_API_KEY": MASTER_KEY,
+            "WORKER_QUEUE_NAME": queue,
+            "WORKER_RETRY_BASE_SECONDS": "0.2",
+            "WORKER_RETRY_MAX_SECONDS": "2",
+            "WORKER_MAX_ATTEMPTS": "4",
+            "WORKER_RECONCILE_SECONDS": "5",
+            "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+            "JOBS_MAX_REQUESTS": "50",
+            "JOBS_MAX_BODY_BYTES": "262144",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def proxy(fake_provider: str, log_dir: Path) -> Iterator[str]:
+    models = [
+        {
+            "model_name": name,
+            "litellm_params": {"model": f"openai/{name}", "api_base": fake_provider + "/v1", "api_key": "fake-key"},
+        }
+        for name in MODELS
+    ]
+    config = write_proxy_config(log_dir / "proxy.yaml", models)
+    port = free_port()
+    env = dict(os.environ, LITELLM_MASTER_KEY=MASTER_KEY)
+    proc = start_proxy(env, config, port, log_dir)
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, proxy: str, log_dir: Path) -> Iterator[Stack]:
+    env = base_env(database_url, "saas-llm-test:" + uuid.uuid4().hex[:8])
+    env["LITELLM_PROXY_URL"] = proxy
+    port = free_port()
+    s = Stack(env=env, api_url=f"http://127.0.0.1:{port}", proxy_url=proxy, log_dir=log_dir)
+    s.procs["api"] = start_api(env, port, log_dir)
+    s.procs["worker"] = start_worker(env, log_dir)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30
+    ) as client:
+        yield client
+
+
+class TeamClient(httpx.Client):
+    """An API client holding one team's key."""
+
+    team_id: str
+    key: str
+    key_id: str
+
+    def submit(self, requests: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        response = self.post("/api/jobs", json={"requests": requests, **extra})
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll until the job reaches a terminal state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(f"/api/jobs/{job_id}").json()
+            if job["status"] in TERMINAL:
+                return dict(job)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def make_team(admin: httpx.Client, stack: Stack) -> Iterator[Callable[..., TeamClient]]:
+    clients: list[TeamClient] = []
+
+    def make(**fields: Any) -> TeamClient:
+        team_id = "t-" + uuid.uuid4().hex[:10]
+        r = admin.post("/api/admin/teams", json={"team_id": team_id, "name": team_id, **fields})
+        assert r.status_code == 201, r.text
+        k = admin.post(f"/api/admin/teams/{team_id}/keys", json={"name": "test"})
+        assert k.status_code == 201, k.text
+        client = TeamClient(
+            base_url=stack.api_url,
+            headers={"Authorization": f"Bearer {k.json()['key']}"},
+            timeout=30,
+        )
+        client.team_id, client.key, client.key_id = team_id, k.json()["key"], k.json()["id"]
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def team(make_team: Callable[..., TeamClient]) -> TeamClient:
+    return make_team()
+
+
+@pytest.fixture(scope="session")
+def provider(fake_provider: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fake_provider, timeout=10) as client:
+        yield client
+
+
+def nonce() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+__all__ = ["Proc", "TeamClient", "nonce"]

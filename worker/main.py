@@ -1,0 +1,106 @@
+"""The worker: `arq worker.main.WorkerSettings`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import httpx
+from arq import cron
+from arq.connections import ArqRedis
+
+from shared import logs
+from shared.config import get_settings
+from shared.db import create_engine, create_sessionmaker
+from shared.llm.service import WorkerDeps, abort_calls
+from shared.queue import RUN_CALL, cancel_channel, deserialize, redis_settings, serialize
+from worker.tasks.calls import reconcile_task, run_call
+
+log = logging.getLogger("saas_llm.worker")
+settings = get_settings()
+
+
+async def _listen_for_cancels(deps: WorkerDeps) -> None:
+    """Abort in-flight provider requests of calls that were cancelled through the API."""
+    while True:
+        try:
+            pubsub = deps.queue.pubsub()
+            await pubsub.subscribe(cancel_channel(deps.settings))
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                call_ids = json.loads(message["data"])
+                aborted = abort_calls(deps, call_ids)
+                if aborted:
+                    log.info("aborted calls", extra={"count": aborted})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("cancel listener lost its connection; reconnecting")
+            await asyncio.sleep(1)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    logs.configure("DEBUG" if settings.debug else "INFO")
+    engine = create_engine(settings, pool_size=min(settings.worker_max_jobs, 50))
+    limits = httpx.Limits(max_connections=settings.worker_max_jobs + 10, max_keepalive_connections=100)
+    queue: ArqRedis = ctx["redis"]
+    deps = WorkerDeps(
+        settings=settings,
+        sessionmaker=create_sessionmaker(engine),
+        http=httpx.AsyncClient(limits=limits, follow_redirects=False),
+        queue=queue,
+    )
+    ctx["deps"] = deps
+    ctx["engine"] = engine
+    ctx["cancel_listener"] = asyncio.create_task(_listen_for_cancels(deps))
+    log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    listener: asyncio.Task[None] | None = ctx.get("cancel_listener")
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    deps: WorkerDeps | None = ctx.get("deps")
+    if deps is not None:
+        await deps.http.aclose()
+    engine = ctx.get("engine")
+    if engine is not None:
+        await engine.dispose()
+    log.info("worker stopped")
+
+
+class WorkerSettings:
+    """arq settings, from the environment (`WORKER_*`)."""
+
+    functions = [run_call]
+    cron_jobs = [
+        cron(
+            reconcile_task,
+            second=set(range(0, 60, max(1, min(settings.worker_reconcile_seconds, 60)))),
+            run_at_startup=True,
+            unique=False,
+            timeout=120,
+        )
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = redis_settings(settings)
+    queue_name = settings.worker_queue_name
+    max_jobs = settings.worker_max_jobs
+    poll_delay = settings.worker_poll_delay_seconds
+    job_timeout = int(settings.worker_call_timeout_seconds + 60)
+    keep_result = 0
+    max_tries = 20
+    job_completion_wait = int(settings.worker_drain_seconds)
+    job_serializer = serialize
+    job_deserializer = deserialize
+    health_check_interval = 30
+
+
+assert RUN_CALL == run_call.__name__

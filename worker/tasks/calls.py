@@ -1,0 +1,24 @@
+"""Tasks for calls: thin wrappers that hand the id to the service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.jobs.reconciler import reconcile
+from shared.llm.service import WorkerDeps, run_call as run_call_service
+
+
+def _deps(ctx: dict[str, Any]) -> WorkerDeps:
+    deps: WorkerDeps = ctx["deps"]
+    return deps
+
+
+async def run_call(ctx: dict[str, Any], call_id: str) -> str:
+    """Run one call (arq may deliver this more than once; the row guards it)."""
+    return await run_call_service(_deps(ctx), call_id)
+
+
+async def reconcile_task(ctx: dict[str, Any]) -> None:
+    """Periodic pass that re-queues lost work and ends stuck work."""
+    deps = _deps(ctx)
+    await reconcile(deps.sessionmaker, deps.queue)
