@@ -4,8 +4,6 @@ API (uvicorn) and a worker (arq), all real processes on free loopback ports."""
 from __future__ import annotations
 
 import os
-import secrets
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,22 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from cli.stack import Proc, Stack, free_port, spawn, start_api, start_proxy, start_worker, write_proxy_config
-from shared.migrations import upgrade
+from cli.stack import Proc, Stack, free_port, start_api, start_proxy, start_worker
+from tests.harness import (
+    MASTER_KEY,
+    create_database,
+    drop_database,
+    fake_proxy_config,
+    platform_env,
+    start_fake_provider,
+)
 
-PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-MASTER_KEY = "sk-test-master-" + secrets.token_hex(8)
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
-MODELS = ("gpt-4o-mini", "gpt-4o")
-
-
-def _db_url(name: str) -> str:
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    return f"{base}/{name}"
 
 
 @pytest.fixture(scope="session")
@@ -38,41 +33,23 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = "saasllm_test_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _db_url(name)
-    upgrade(url)
+    url = create_database()
     yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")
 def fake_provider(log_dir: Path) -> Iterator[str]:
-    port = free_port()
-    proc = spawn(
-        "fake-provider",
-        [sys.executable, "-m", "tests.fakes.provider", "--port", str(port)],
-        dict(os.environ),
-        log_dir,
-    )
-    url = f"http://127.0.0.1:{port}"
-    proc.wait_http(url + "/_control/health", timeout=30)
+    proc, url = start_fake_provider(log_dir)
     yield url
     proc.stop()
 
 
-def base_env(database_url: str, queue: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "WEBHOOK_", "JOBS_"))}
+def base_env(database_url: str, queue: str, proxy_url: str = "") -> dict[str, str]:
+    """The platform's environment in tests: short retries, private webhook targets allowed."""
+    env = platform_env(database_url, queue, proxy_url)
     env.update(
         {
-            "ENVIRONMENT": "test",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": REDIS_URL,
-            "LITELLM_MASTER_KEY": MASTER_KEY,
-            "ADMIN_API_KEY": MASTER_KEY,
-            "WORKER_QUEUE_NAME": queue,
             "WORKER_RETRY_BASE_SECONDS": "0.2",
             "WORKER_RETRY_MAX_SECONDS": "2",
             "WORKER_MAX_ATTEMPTS": "4",
@@ -80,7 +57,6 @@ def base_env(database_url: str, queue: str) -> dict[str, str]:
             "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "JOBS_MAX_REQUESTS": "50",
             "JOBS_MAX_BODY_BYTES": "262144",
-            "PYTHONUNBUFFERED": "1",
         }
     )
     return env
@@ -88,25 +64,16 @@ def base_env(database_url: str, queue: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def proxy(fake_provider: str, log_dir: Path) -> Iterator[str]:
-    models = [
-        {
-            "model_name": name,
-            "litellm_params": {"model": f"openai/{name}", "api_base": fake_provider + "/v1", "api_key": "fake-key"},
-        }
-        for name in MODELS
-    ]
-    config = write_proxy_config(log_dir / "proxy.yaml", models)
+    config = fake_proxy_config(log_dir, fake_provider)
     port = free_port()
-    env = dict(os.environ, LITELLM_MASTER_KEY=MASTER_KEY)
-    proc = start_proxy(env, config, port, log_dir)
+    proc = start_proxy(dict(os.environ, LITELLM_MASTER_KEY=MASTER_KEY), config, port, log_dir)
     yield f"http://127.0.0.1:{port}"
     proc.stop()
 
 
 @pytest.fixture(scope="session")
 def stack(database_url: str, proxy: str, log_dir: Path) -> Iterator[Stack]:
-    env = base_env(database_url, "saas-llm-test:" + uuid.uuid4().hex[:8])
-    env["LITELLM_PROXY_URL"] = proxy
+    env = base_env(database_url, "saas-llm-test:" + uuid.uuid4().hex[:8], proxy)
     port = free_port()
     s = Stack(env=env, api_url=f"http://127.0.0.1:{port}", proxy_url=proxy, log_dir=log_dir)
     s.procs["api"] = start_api(env, port, log_dir)
