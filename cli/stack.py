@@ -85,15 +85,56 @@ class Proc:
             self.popen.wait(5)
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Proc:
+def _pdeathsig_hook() -> Any:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (None elsewhere).
+
+    libc is loaded here, in the parent: the child may already run as another user that cannot
+    read this interpreter's files.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return hook
+
+
+def spawn(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    own_group: bool = False,
+    **popen: Any,
+) -> Proc:
+    """Start `argv` with output to `log_dir/<name>.log`.
+
+    `own_group` puts the child in its own process group, out of reach of a terminal's Ctrl-C, so
+    that the parent stops its children itself, in order; it also ties the child's life to the
+    parent's.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log_file = log_path.open("ab")
-    popen = subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    if own_group:
+        popen.setdefault("process_group", 0)
+        hook = _pdeathsig_hook()
+        if hook is not None:
+            popen.setdefault("preexec_fn", hook)
+    popen.setdefault("cwd", ROOT)
+    popen_obj = subprocess.Popen(
+        argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen
     )
     log_file.close()
-    return Proc(name, popen, log_path)
+    return Proc(name, popen_obj, log_path)
 
 
 def proxy_env(env: dict[str, str]) -> dict[str, str]:
@@ -117,32 +158,49 @@ def write_proxy_config(path: Path, models: list[dict[str, Any]]) -> Path:
     return path
 
 
-def start_proxy(env: dict[str, str], config: Path, port: int, log_dir: Path) -> Proc:
+def start_proxy(
+    env: dict[str, str], config: Path, port: int, log_dir: Path, *, wait: bool = True, **kw: Any
+) -> Proc:
     proc = spawn(
         "proxy",
         [str(BIN / "litellm"), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
         proxy_env(env),
         log_dir,
+        **kw,
     )
-    proc.wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
+    if wait:
+        proc.wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
     return proc
 
 
-def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") -> Proc:
+def start_api(
+    env: dict[str, str],
+    port: int,
+    log_dir: Path,
+    name: str = "api",
+    *,
+    wait: bool = True,
+    **kw: Any,
+) -> Proc:
     proc = spawn(
         name,
         [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
          "--no-access-log"],
         env,
         log_dir,
+        **kw,
     )
-    proc.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+    if wait:
+        proc.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
     return proc
 
 
-def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Proc:
-    proc = spawn(name, [str(BIN / "arq"), "worker.main.WorkerSettings"], env, log_dir)
-    proc.wait_log("worker started", timeout=60)
+def start_worker(
+    env: dict[str, str], log_dir: Path, name: str = "worker", *, wait: bool = True, **kw: Any
+) -> Proc:
+    proc = spawn(name, [str(BIN / "arq"), "worker.main.WorkerSettings"], env, log_dir, **kw)
+    if wait:
+        proc.wait_log("worker started", timeout=60)
     return proc
 
 
