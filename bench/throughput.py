@@ -1,0 +1,178 @@
+"""Throughput and latency of the platform against the LiteLLM proxy driven directly.
+
+Starts the whole stack on loopback (fake provider, real LiteLLM proxy, API, one worker), then for
+each provider latency (0 ms and 100 ms by default):
+  * baseline: N chat completions straight to the proxy at concurrency C;
+  * platform: N one-call jobs submitted at concurrency C, each timed from submit to done
+    (the job's own created_at -> finished_at).
+Prints jobs/s, p50/p99 and the ratio of the two. Usage:
+    python -m bench.throughput [--jobs 300] [--concurrency 50] [--latencies 0,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cli.stack import Stack, free_port, start_api, start_proxy, start_worker
+from tests.harness import (
+    MASTER_KEY,
+    create_database,
+    drop_database,
+    fake_proxy_config,
+    platform_env,
+    start_fake_provider,
+)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def body(tag: str, i: int, delay_ms: int) -> dict[str, Any]:
+    marker = f" [[delay:{delay_ms}]]" if delay_ms else ""
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": f"bench {tag} {i}{marker} summarise this"}],
+    }
+
+
+async def run_pool(n: int, concurrency: int, work: Any) -> float:
+    """Run work(i) for i < n with `concurrency` workers; returns wall seconds."""
+    counter = iter(range(n))
+
+    async def loop() -> None:
+        for i in counter:
+            await work(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def baseline(proxy_url: str, n: int, concurrency: int, delay_ms: int) -> dict[str, float]:
+    latencies: list[float] = []
+    tag = uuid.uuid4().hex[:6]
+    limits = httpx.Limits(max_connections=concurrency + 5)
+    async with httpx.AsyncClient(base_url=proxy_url, limits=limits, timeout=60) as client:
+
+        async def one(i: int) -> None:
+            t = time.perf_counter()
+            r = await client.post(
+                "/v1/chat/completions",
+                json=body(tag, i, delay_ms),
+                headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            )
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+
+        wall = await run_pool(n, concurrency, one)
+    return {"rate": n / wall, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
+
+
+async def platform(api_url: str, key: str, n: int, concurrency: int, delay_ms: int) -> dict[str, float]:
+    tag = uuid.uuid4().hex[:6]
+    job_ids: list[str] = []
+    limits = httpx.Limits(max_connections=concurrency + 5)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=60, headers=headers) as client:
+        started = time.perf_counter()
+
+        async def submit(i: int) -> None:
+            r = await client.post("/api/jobs", json={"requests": [body(tag, i, delay_ms)], "job_type": tag})
+            r.raise_for_status()
+            job_ids.append(r.json()["id"])
+
+        submit_wall = await run_pool(n, concurrency, submit)
+        # Wait for all: poll the list of unfinished jobs of this run, not each job.
+        while True:
+            r = await client.get("/api/jobs", params={"job_type": tag, "status": "queued", "limit": 1})
+            r2 = await client.get("/api/jobs", params={"job_type": tag, "status": "running", "limit": 1})
+            if not r.json()["data"] and not r2.json()["data"]:
+                break
+            await asyncio.sleep(0.05)
+        wall = time.perf_counter() - started
+        latencies: list[float] = []
+        statuses: dict[str, int] = {}
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"job_type": tag, "limit": 100}
+            if cursor:
+                params["after"] = cursor
+            page = (await client.get("/api/jobs", params=params)).json()
+            for job in page["data"]:
+                statuses[job["status"]] = statuses.get(job["status"], 0) + 1
+                created = datetime.fromisoformat(job["created_at"])
+                finished = datetime.fromisoformat(job["finished_at"])
+                latencies.append((finished - created).total_seconds())
+            if not page["has_more"]:
+                break
+            cursor = page["next_cursor"]
+    assert statuses == {"succeeded": n}, statuses
+    return {
+        "rate": n / wall,
+        "submit_rate": n / submit_wall,
+        "p50": pct(latencies, 0.5),
+        "p99": pct(latencies, 0.99),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--latencies", default="0,100", help="provider latencies in ms")
+    args = parser.parse_args()
+
+    log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-bench-"))
+    db = create_database("saasllm_bench_")
+    fake, fake_url = start_fake_provider(log_dir)
+    procs = [fake]
+    try:
+        proxy_port = free_port()
+        procs.append(start_proxy(
+            platform_env(db, "", ""), fake_proxy_config(log_dir, fake_url), proxy_port, log_dir
+        ))
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
+        env = platform_env(db, "saas-llm-bench:" + uuid.uuid4().hex[:6], proxy_url)
+        api_port = free_port()
+        stack = Stack(env=env, api_url=f"http://127.0.0.1:{api_port}", proxy_url=proxy_url, log_dir=log_dir)
+        stack.procs["api"] = start_api(env, api_port, log_dir)
+        stack.procs["worker"] = start_worker(env, log_dir)
+        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+        team = "bench-" + uuid.uuid4().hex[:6]
+        httpx.post(stack.api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin).raise_for_status()
+        key = httpx.post(stack.api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin).json()["key"]
+        # warm both paths (imports, pools, model list cache)
+        asyncio.run(baseline(proxy_url, 20, 5, 0))
+        asyncio.run(platform(stack.api_url, key, 20, 5, 0))
+
+        print(f"jobs={args.jobs} concurrency={args.concurrency} (1 call per job, 1 worker, 1 API process)")
+        print(f"{'latency':>8} | {'proxy req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'jobs/s':>7} {'submit/s':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}")
+        for delay in [int(x) for x in args.latencies.split(",")]:
+            b = asyncio.run(baseline(proxy_url, args.jobs, args.concurrency, delay))
+            p = asyncio.run(platform(stack.api_url, key, args.jobs, args.concurrency, delay))
+            print(
+                f"{delay:>6}ms | {b['rate']:>11.1f} {b['p50']*1000:>7.0f} {b['p99']*1000:>7.0f} | "
+                f"{p['rate']:>7.1f} {p['submit_rate']:>8.1f} {p['p50']*1000:>7.0f} {p['p99']*1000:>7.0f} | "
+                f"{p['rate']/b['rate']:>5.2f}"
+            )
+        stack.stop()
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        drop_database(db)
+
+
+if __name__ == "__main__":
+    main()
