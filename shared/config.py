@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     worker_retry_max_seconds: float = 60.0
     worker_drain_seconds: float = 20.0
     worker_reconcile_seconds: int = 30
+    # A running call whose worker stopped renewing it is handed back after its timeout plus this.
+    worker_lease_grace_seconds: float = 30.0
+    # A queued call not started this long after it was due is enqueued again.
+    worker_requeue_grace_seconds: float = 10.0
     worker_health_port: int | None = None
 
     # Jobs and request limits.
@@ -67,6 +71,8 @@ class Settings(BaseSettings):
     webhook_allow_private_networks: bool = False
     webhook_secret_grace_seconds: int = 24 * 3600
     webhook_disable_after_seconds: int = 5 * 24 * 3600
+    # Due deliveries are also swept this often (new ones are picked up at once via NOTIFY).
+    webhook_sweep_seconds: float = 5.0
 
     # Billing.
     billing_mode: Literal["per_job", "per_usd", "per_tokens"] = "per_job"

@@ -7,7 +7,7 @@ two workers racing can never finish a call twice, count its tokens twice or end 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -63,6 +63,11 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
         )
     )
     return call
+
+
+async def job_deadline(session: AsyncSession, job_id: str) -> datetime | None:
+    stmt = select(Job.deadline_at).where(Job.id == job_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def release_call(

@@ -30,7 +30,7 @@ class ReconcileReport:
 
 
 async def reconcile(
-    sessionmaker: SessionMaker, queue: ArqRedis, *, queued_grace_seconds: float = 10.0
+    sessionmaker: SessionMaker, queue: ArqRedis, *, queued_grace_seconds: float
 ) -> ReconcileReport:
     """One pass; every step is idempotent."""
     report = ReconcileReport()
@@ -87,7 +87,37 @@ async def reconcile(
             if await maybe_finish_job(session, job_id) is not None:
                 report.finished += 1
 
-    # 4. Step-style jobs left open past their expiry.
+    # 4. Jobs past their deadline: what is unfinished fails (late answers are discarded).
+    async with transaction(sessionmaker) as session:
+        late = (
+            await session.execute(
+                select(Job.id)
+                .where(
+                    Job.status.in_(("open", "queued", "running")),
+                    Job.deadline_at < func.now(),
+                )
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalars().all()
+        for job_id in late:
+            await session.execute(
+                update(Call)
+                .where(Call.job_id == job_id, Call.status.in_(ACTIVE_CALL))
+                .values(
+                    status="failed",
+                    finished_at=func.now(),
+                    lease_until=None,
+                    error={"type": "deadline_exceeded", "message": "the job's deadline passed"},
+                )
+            )
+            await session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "open").values(status="running")
+            )
+            if await maybe_finish_job(session, job_id) is not None:
+                report.finished += 1
+
+    # 5. Step-style jobs left open past their expiry.
     async with transaction(sessionmaker) as session:
         expired = (
             await session.execute(

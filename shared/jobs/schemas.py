@@ -33,6 +33,7 @@ CHAT_PARAMS = frozenset(
         "modalities",
         "prediction",
         "service_tier",
+        "timeout",
     }
 )
 ROLES = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -82,6 +83,12 @@ class JobCreate(BaseModel):
     job_type: str | None = Field(default=None, max_length=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhook_url: AnyHttpUrl | None = None
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Per-call timeout (one attempt), unless set."
+    )
+    deadline_seconds: float | None = Field(
+        default=None, gt=0, le=7 * 24 * 3600, description="The job fails what is unfinished then."
+    )
 
 
 class StepJobCreate(BaseModel):

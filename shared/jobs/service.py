@@ -159,6 +159,12 @@ class JobService:
         existing = await self.repo.by_idempotency_key(team.id, key)
         if existing is None:
             return None
+        ttl = timedelta(seconds=self.settings.idempotency_ttl_seconds)
+        if existing.created_at < datetime.now(UTC) - ttl:
+            # The key has expired: free it for this new request.
+            existing.idempotency_key = None
+            await self.session.flush()
+            return None
         if existing.request_hash != digest:
             raise IdempotencyConflict(
                 "this Idempotency-Key was used with a different request", param="Idempotency-Key"
@@ -182,6 +188,9 @@ class JobService:
             raise LimitExceeded(f"at most {limit} requests per job", param="requests")
         self.check_models(team, data.requests, available)
         bodies = self._bodies(data.requests)
+        if data.timeout_seconds is not None:
+            for body in bodies:
+                body.setdefault("timeout", data.timeout_seconds)
         custom_ids = [
             req.custom_id if req.custom_id is not None else f"request-{i:06d}"
             for i, req in enumerate(data.requests)
@@ -199,6 +208,11 @@ class JobService:
             idempotency_key=idempotency_key,
             request_hash=digest,
             total_calls=len(bodies),
+            deadline_at=(
+                datetime.now(UTC) + timedelta(seconds=data.deadline_seconds)
+                if data.deadline_seconds
+                else None
+            ),
         )
         calls = [
             Call(

@@ -18,6 +18,8 @@ from shared.retry import is_transient_status, parse_retry_after
 
 
 class LLMError(Exception):
+    type = "provider_error"
+
     def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
         super().__init__(message)
         self.message = message
@@ -25,7 +27,7 @@ class LLMError(Exception):
         self.body = body
 
     def as_error(self) -> dict[str, Any]:
-        return {"type": "provider_error", "status": self.status, "message": self.message}
+        return {"type": self.type, "status": self.status, "message": self.message}
 
 
 class TransientLLMError(LLMError):
@@ -101,7 +103,9 @@ async def chat_completion(
             timeout=timeout,
         )
     except httpx.TimeoutException as exc:
-        raise TransientLLMError(f"timed out calling the model proxy: {exc!r}") from exc
+        error = TransientLLMError(f"no answer from the model within {timeout:g}s")
+        error.type = "timeout"
+        raise error from exc
     except httpx.TransportError as exc:
         raise TransientLLMError(f"could not reach the model proxy: {exc!r}") from exc
     latency_ms = int((time.perf_counter() - started) * 1000)

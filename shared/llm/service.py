@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
 
 import httpx
@@ -11,12 +12,14 @@ from arq.connections import ArqRedis
 
 from shared.config import Settings
 from shared.db import SessionMaker, transaction
-from shared.jobs.lifecycle import CallOutcome, claim_call, finish_call, release_call
+from shared.jobs.lifecycle import CallOutcome, claim_call, finish_call, job_deadline, release_call
 from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError, chat_completion
 from shared.queue import enqueue_call
 from shared.retry import backoff
 
 log = logging.getLogger("saas_llm.worker")
+DEADLINE_EXCEEDED = PermanentLLMError("the job's deadline passed before this call could finish")
+DEADLINE_EXCEEDED.type = "deadline_exceeded"
 
 
 @dataclass
@@ -48,19 +51,30 @@ def _success(result: LLMResult) -> CallOutcome:
 async def run_call(deps: WorkerDeps, call_id: str) -> str:
     """Run `call_id` if it is still queued; safe to run any number of times."""
     settings = deps.settings
+    lease = settings.worker_call_timeout_seconds + settings.worker_lease_grace_seconds
     async with transaction(deps.sessionmaker) as session:
-        call = await claim_call(session, call_id, settings.worker_call_timeout_seconds + 30)
+        call = await claim_call(session, call_id, lease)
+        deadline = await job_deadline(session, call.job_id) if call is not None else None
     if call is None:
         return "skipped"
     attempt = call.attempts
     extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
+    timeout = min(
+        float(call.request.get("timeout") or settings.worker_call_timeout_seconds),
+        settings.worker_call_timeout_seconds,
+    )
+    if deadline is not None:
+        remaining = (deadline - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return await _fail(deps, call_id, attempt, DEADLINE_EXCEEDED, extra)
+        timeout = min(timeout, remaining)
     request = asyncio.create_task(
         chat_completion(
             deps.http,
             base_url=settings.litellm_proxy_url,
             master_key=settings.litellm_master_key,
             body=call.request,
-            timeout=settings.worker_call_timeout_seconds,
+            timeout=timeout,
         )
     )
     deps.inflight[call_id] = request

@@ -21,4 +21,8 @@ async def run_call(ctx: dict[str, Any], call_id: str) -> str:
 async def reconcile_task(ctx: dict[str, Any]) -> None:
     """Periodic pass that re-queues lost work and ends stuck work."""
     deps = _deps(ctx)
-    await reconcile(deps.sessionmaker, deps.queue)
+    await reconcile(
+        deps.sessionmaker,
+        deps.queue,
+        queued_grace_seconds=deps.settings.worker_requeue_grace_seconds,
+    )

@@ -1,0 +1,109 @@
+"""Idempotent submission, cancellation of running calls, timeouts and deadlines."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import httpx
+
+from cli.stack import Stack
+from tests.conftest import TeamClient, nonce
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def _seen(provider: httpx.Client, marker: str) -> list[dict]:
+    return list(provider.get("/_control/requests", params={"contains": marker}).json())
+
+
+def _wait_until(condition, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_fifty_concurrent_submissions_with_one_idempotency_key(team: TeamClient) -> None:
+    key = "idem-" + nonce()
+    payload = {"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": key}]}]}
+
+    def submit(_: int) -> httpx.Response:
+        return team.post("/api/jobs", json=payload, headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        responses = list(pool.map(submit, range(50)))
+    assert {r.status_code for r in responses} == {202}, {r.status_code: r.text for r in responses}
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 1
+    replayed = [r for r in responses if r.headers.get("idempotent-replayed") == "true"]
+    assert len(replayed) == 49
+    jobs = team.get("/api/jobs", params={"limit": 100}).json()["data"]
+    assert [j["id"] for j in jobs] == list(ids)
+    team.wait(ids.pop())
+    other = team.post(
+        "/api/jobs",
+        json={"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "different"}]}]},
+        headers={"Idempotency-Key": key},
+    )
+    assert other.status_code == 409 and other.json()["error"]["type"] == "idempotency_conflict"
+
+
+def test_cancel_aborts_a_running_call_and_discards_its_late_answer(
+    team: TeamClient, provider: httpx.Client, stack: Stack
+) -> None:
+    tag = nonce()
+    job = team.submit([{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[delay:2500]]"}]}])
+    _wait_until(lambda: _seen(provider, tag), what="the provider to receive the call")
+    running = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()
+    assert running["status"] == "running" and running["calls"][0]["status"] == "running"
+    cancelled = team.post(f"/api/jobs/{job['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    call_id = running["calls"][0]["id"]
+    worker_log = stack.procs["worker"].log_path
+    _wait_until(lambda: f'"call_id": "{call_id}"' in worker_log.read_text() and "call aborted" in worker_log.read_text(), what="the worker to abort the request")
+    # the provider finishes its (now orphaned) answer; it must not land in the job
+    _wait_until(lambda: _seen(provider, tag)[0].get("status") == 200, what="the provider's late answer")
+    final = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()
+    assert final["status"] == "cancelled"
+    assert final["calls"][0]["status"] == "cancelled" and final["calls"][0]["usage"] is None
+    assert final["usage"]["total_tokens"] == 0 and Decimal(final["cost_usd"]) == 0
+
+
+def test_per_call_timeout_is_retried_then_fails_with_a_clear_error(team: TeamClient, provider: httpx.Client) -> None:
+    tag = nonce()
+    job = team.submit(
+        [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[delay:3000]]"}]}],
+        timeout_seconds=0.5,
+    )
+    done = team.wait(job["id"], timeout=60)
+    assert done["status"] == "failed"
+    call = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()["calls"][0]
+    assert call["error"]["type"] == "timeout" and "0.5s" in call["error"]["message"]
+    assert call["attempts"] == 4  # WORKER_MAX_ATTEMPTS in tests
+    assert len(_seen(provider, tag)) == 4
+
+
+def test_job_deadline_fails_unfinished_calls(team: TeamClient) -> None:
+    tag = nonce()
+    job = team.submit(
+        [
+            {"custom_id": "fast", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} quick"}]},
+            {"custom_id": "slow", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[delay:5000]]"}]},
+        ],
+        deadline_seconds=1.5,
+    )
+    done = team.wait(job["id"], timeout=60)
+    assert done["status"] == "failed"
+    results = {r["custom_id"]: r for r in team.get(f"/api/jobs/{job['id']}/results").json()["data"]}
+    assert results["fast"]["status"] == "succeeded"
+    assert results["slow"]["status"] == "failed"
+    assert results["slow"]["error"]["type"] == "deadline_exceeded"
+    assert 1.5 <= (_ts(done["finished_at"]) - _ts(done["created_at"])) < 5
