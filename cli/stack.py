@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -48,7 +47,9 @@ class Proc:
         last: Any = None
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited ({self.popen.returncode}):\n{self.log_tail()}"
+                )
             try:
                 response = httpx.get(url, timeout=2.0)
                 if response.status_code < 300:
@@ -57,7 +58,9 @@ class Proc:
             except httpx.HTTPError as exc:
                 last = exc
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready at {url} after {timeout}s ({last!r}):\n{self.log_tail()}")
+        raise RuntimeError(
+            f"{self.name} not ready at {url} after {timeout}s ({last!r}):\n{self.log_tail()}"
+        )
 
     def wait_log(self, needle: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -184,8 +187,17 @@ def start_api(
 ) -> Proc:
     proc = spawn(
         name,
-        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
         env,
         log_dir,
         **kw,

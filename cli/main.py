@@ -1,0 +1,316 @@
+"""`saas-llm`: start the platform locally, and drive a running API (admin and team commands).
+
+    saas-llm up                                 everything, locally, until Ctrl-C
+    saas-llm migrate                            alembic upgrade head on DATABASE_URL
+    saas-llm teams create|list|get|suspend|resume
+    saas-llm keys create|list|revoke
+    saas-llm jobs submit|get|list|results|cancel
+
+API commands read `--api-url` / SAAS_LLM_API_URL, a team key from `--key` / SAAS_LLM_API_KEY and
+an admin key from `--key` / SAAS_LLM_ADMIN_KEY. Without them, the keys `saas-llm up` saved in
+./.saas-llm/state.json are used (the demo key, the generated master key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from saas_llm_client import APIError, Client, SaaSLLMError, WaitTimeout
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_DATA_DIR = ".saas-llm"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _local_state(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR) / "state.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    return str(args.api_url or os.environ.get("SAAS_LLM_API_URL") or DEFAULT_API_URL).rstrip("/")
+
+
+def _team_key(args: argparse.Namespace) -> str:
+    key = args.key or os.environ.get("SAAS_LLM_API_KEY") or _local_state(args).get("demo_key")
+    if not key:
+        raise SystemExit("no team key: pass --key or set SAAS_LLM_API_KEY")
+    return str(key)
+
+
+def _admin_key(args: argparse.Namespace) -> str:
+    key = args.key or os.environ.get("SAAS_LLM_ADMIN_KEY") or _local_state(args).get("master_key")
+    if not key:
+        raise SystemExit("no admin key: pass --key or set SAAS_LLM_ADMIN_KEY")
+    return str(key)
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --- up / migrate ---------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cli.up import UpOptions, up
+
+    return up(
+        UpOptions(
+            data_dir=Path(args.data_dir),
+            api_port=args.api_port,
+            proxy_port=args.proxy_port,
+            pg_port=args.pg_port,
+            redis_port=args.redis_port,
+            demo=not args.no_demo,
+        )
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.migrations import upgrade
+
+    upgrade(args.database_url or None, args.revision)
+    print(f"database at {args.revision}")
+    return 0
+
+
+# --- admin: teams and keys ------------------------------------------------------------------
+
+
+def _admin(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
+    headers = {"Authorization": f"Bearer {_admin_key(args)}"}
+    try:
+        response = httpx.request(
+            method, _api_url(args) + "/api/admin" + path, headers=headers, timeout=30, **kw
+        )
+    except httpx.TransportError as exc:
+        raise SaaSLLMError(f"cannot reach {_api_url(args)}: {exc}") from exc
+    from saas_llm_client._errors import raise_for_response
+
+    raise_for_response(response)
+    return response.json()
+
+
+def cmd_teams(args: argparse.Namespace) -> int:
+    action = args.action
+    if action == "create":
+        body: dict[str, Any] = {"team_id": args.team_id, "name": args.name or args.team_id}
+        if args.allowed_models:
+            models = [m.strip() for m in args.allowed_models.split(",")]
+            body["allowed_models"] = [m for m in models if m]
+        _print(_admin(args, "POST", "/teams", json=body))
+    elif action == "list":
+        _print(_admin(args, "GET", "/teams", params={"limit": args.limit}))
+    elif action == "get":
+        _print(_admin(args, "GET", f"/teams/{args.team_id}"))
+    else:  # suspend / resume
+        _print(_admin(args, "POST", f"/teams/{args.team_id}/{action}"))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        created = _admin(args, "POST", f"/teams/{args.team_id}/keys", json={"name": args.name})
+        _print(created)
+        print("store this key now: it is not shown again", file=sys.stderr)
+    elif args.action == "list":
+        _print(_admin(args, "GET", f"/teams/{args.team_id}/keys"))
+    else:
+        _print(_admin(args, "DELETE", f"/teams/{args.team_id}/keys/{args.key_id}"))
+    return 0
+
+
+# --- team: jobs -----------------------------------------------------------------------------
+
+
+def read_requests(path: str) -> Iterator[dict[str, Any]]:
+    """Requests from a JSONL file (`-` for stdin); blank lines and `#` comments skipped.
+
+    Each line is a request (`{"custom_id", "model", "messages", ...}`) or an OpenAI Batch input
+    line (`{"custom_id", "method", "url", "body": {...}}`).
+    """
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise SystemExit(f"{path}:{number}: not JSON ({exc})") from exc
+            if isinstance(item.get("body"), dict):
+                item = {"custom_id": item.get("custom_id"), **item["body"]}
+                if item["custom_id"] is None:
+                    del item["custom_id"]
+            yield item
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from cli.progress import ProgressBar
+
+    with Client(_api_url(args), _team_key(args)) as client:
+        if args.action == "submit":
+            if args.file:
+                requests = list(read_requests(args.file))
+            elif args.model and args.prompt:
+                messages = [{"role": "user", "content": args.prompt}]
+                if args.system:
+                    messages.insert(0, {"role": "system", "content": args.system})
+                requests = [{"model": args.model, "messages": messages}]
+            else:
+                raise SystemExit("jobs submit needs --file, or --model and --prompt")
+            if not requests:
+                raise SystemExit("no requests to submit")
+            metadata = json.loads(args.metadata) if args.metadata else None
+            job = client.submit(
+                requests,
+                job_type=args.job_type,
+                metadata=metadata,
+                idempotency_key=args.idempotency_key,
+            )
+            print(f"submitted job {job.id} ({job.request_counts.total} calls)", file=sys.stderr)
+            if args.wait:
+                bar = ProgressBar()
+                try:
+                    job = client.wait(job.id, timeout=args.timeout, on_progress=bar)
+                finally:
+                    bar.close()
+            _print(job.raw)
+            return 0 if job.status in ("succeeded", "queued", "running") else 3
+        if args.action == "get":
+            _print(client.get(args.job_id, include_calls=args.calls).raw)
+        elif args.action == "list":
+            page = client.list_jobs(status=args.status, limit=args.limit)
+            _print([j.raw for j in page.data])
+        elif args.action == "cancel":
+            _print(client.cancel(args.job_id).raw)
+        elif args.action == "results":
+            if args.format == "jsonl":
+                text = client.results_jsonl(args.job_id)
+            else:
+                text = json.dumps([r.raw for r in client.results(args.job_id)], indent=2) + "\n"
+            if args.output:
+                Path(args.output).write_text(text)
+            else:
+                sys.stdout.write(text)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saas-llm", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument("--api-url", help=f"default: $SAAS_LLM_API_URL or {DEFAULT_API_URL}")
+    api.add_argument(
+        "--key", help="team key ($SAAS_LLM_API_KEY) or admin key ($SAAS_LLM_ADMIN_KEY)"
+    )
+    api.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where `up` keeps its keys")
+
+    p = sub.add_parser("up", help="start everything locally until Ctrl-C")
+    p.add_argument("--data-dir", default=os.environ.get("SAAS_LLM_DATA_DIR", DEFAULT_DATA_DIR))
+    p.add_argument("--api-port", type=int, default=_env_int("SAAS_LLM_API_PORT", 8000))
+    p.add_argument("--proxy-port", type=int, default=_env_int("SAAS_LLM_PROXY_PORT", 4000))
+    p.add_argument("--pg-port", type=int, default=_env_int("SAAS_LLM_PG_PORT", 54329))
+    p.add_argument("--redis-port", type=int, default=_env_int("SAAS_LLM_REDIS_PORT", 63799))
+    p.add_argument("--no-demo", action="store_true", help="do not create the demo team and key")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("migrate", help="run database migrations (alembic upgrade)")
+    p.add_argument("--database-url", help="default: $DATABASE_URL")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    teams = sub.add_parser("teams", help="manage teams (admin key)").add_subparsers(
+        dest="action", required=True
+    )
+    p = teams.add_parser("create", parents=[api])
+    p.add_argument("team_id")
+    p.add_argument("--name")
+    p.add_argument("--allowed-models", help="comma-separated; empty: all")
+    p = teams.add_parser("list", parents=[api])
+    p.add_argument("--limit", type=int, default=50)
+    for action in ("get", "suspend", "resume"):
+        teams.add_parser(action, parents=[api]).add_argument("team_id")
+    for p in teams.choices.values():
+        p.set_defaults(func=cmd_teams)
+
+    keys = sub.add_parser("keys", help="manage a team's API keys (admin key)").add_subparsers(
+        dest="action", required=True
+    )
+    p = keys.add_parser("create", parents=[api])
+    p.add_argument("team_id")
+    p.add_argument("--name", default="")
+    keys.add_parser("list", parents=[api]).add_argument("team_id")
+    p = keys.add_parser("revoke", parents=[api])
+    p.add_argument("team_id")
+    p.add_argument("key_id")
+    for p in keys.choices.values():
+        p.set_defaults(func=cmd_keys)
+
+    jobs = sub.add_parser("jobs", help="submit and read jobs (team key)").add_subparsers(
+        dest="action", required=True
+    )
+    p = jobs.add_parser("submit", parents=[api], help="batch-style job from args or a JSONL file")
+    p.add_argument("--model")
+    p.add_argument("--prompt")
+    p.add_argument("--system", help="a system message before the prompt")
+    p.add_argument("--file", "-f", help="JSONL of requests ('-' for stdin)")
+    p.add_argument("--job-type")
+    p.add_argument("--metadata", help="JSON object")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="wait for the end, progress on stderr")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p = jobs.add_parser("get", parents=[api])
+    p.add_argument("job_id")
+    p.add_argument("--calls", action="store_true", help="include the calls")
+    p = jobs.add_parser("list", parents=[api])
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int, default=20)
+    jobs.add_parser("cancel", parents=[api]).add_argument("job_id")
+    p = jobs.add_parser("results", parents=[api])
+    p.add_argument("job_id")
+    p.add_argument("--format", choices=("json", "jsonl"), default="json")
+    p.add_argument("--output", "-o")
+    for p in jobs.choices.values():
+        p.set_defaults(func=cmd_jobs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except APIError as exc:
+        rid = f" (request {exc.request_id})" if exc.request_id else ""
+        print(f"error: {exc.status} {exc.type}: {exc.message}{rid}", file=sys.stderr)
+        return 1
+    except WaitTimeout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SaaSLLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
