@@ -1,0 +1,22 @@
+# LiteLLM proxy: `litellm --config proxy/config.yaml --port ${PORT:-4000}` (Railway: the root
+# Dockerfile, picked up without RAILWAY_DOCKERFILE_PATH).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LITELLM_LOCAL_MODEL_COST_MAP=True \
+    PORT=4000
+
+RUN pip install --no-cache-dir "litellm[proxy]==1.108.7" \
+    && groupadd --gid 10001 app && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin app
+
+WORKDIR /app
+COPY proxy/config.yaml /app/proxy/config.yaml
+
+USER 10001:10001
+EXPOSE 4000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/liveliness' % os.environ.get('PORT', '4000'), timeout=4)"]
+CMD ["sh", "-c", "exec litellm --config /app/proxy/config.yaml --host 0.0.0.0 --port ${PORT:-4000}"]
