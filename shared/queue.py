@@ -70,6 +70,30 @@ async def enqueue_calls(queue: ArqRedis, call_ids: list[str]) -> None:
         await asyncio.gather(*(enqueue_call(queue, call_id) for call_id in chunk))
 
 
+def delivery_task_id(delivery_id: str, attempts: int) -> str:
+    """One queue entry per webhook attempt, like calls."""
+    return f"deliver:{delivery_id}:{attempts}"
+
+
+async def enqueue_delivery(
+    queue: ArqRedis, delivery_id: str, *, attempts: int = 0, defer_by: float | None = None
+) -> None:
+    """Queue one webhook delivery attempt; the delivery row decides whether it is still due."""
+    await queue.enqueue_job(
+        DELIVER_EVENT,
+        delivery_id,
+        _job_id=delivery_task_id(delivery_id, attempts),
+        _defer_by=defer_by,
+    )
+
+
+async def enqueue_deliveries(queue: ArqRedis, delivery_ids: list[str]) -> None:
+    """Queue new deliveries (first attempt) after the transaction that recorded them."""
+    for start in range(0, len(delivery_ids), 100):
+        chunk = delivery_ids[start : start + 100]
+        await asyncio.gather(*(enqueue_delivery(queue, d) for d in chunk))
+
+
 async def publish_cancel(queue: ArqRedis, settings: Settings, call_ids: list[str]) -> None:
     """Tell every worker to abort these calls if it is running them."""
     if call_ids:

@@ -55,6 +55,8 @@ def base_env(database_url: str, queue: str, proxy_url: str = "") -> dict[str, st
             "WORKER_MAX_ATTEMPTS": "4",
             "WORKER_RECONCILE_SECONDS": "5",
             "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+            "WEBHOOK_RETRY_SCHEDULE": "0,0.5,0.5,0.5",
+            "WEBHOOK_SWEEP_SECONDS": "1",
             "JOBS_MAX_REQUESTS": "50",
             "JOBS_MAX_BODY_BYTES": "262144",
         }

@@ -16,8 +16,17 @@ from shared import logs
 from shared.config import get_settings
 from shared.db import create_engine, create_sessionmaker
 from shared.llm.service import WorkerDeps, abort_calls
-from shared.queue import RUN_CALL, cancel_channel, deserialize, redis_settings, serialize
+from shared.queue import (
+    DELIVER_EVENT,
+    RUN_CALL,
+    cancel_channel,
+    deserialize,
+    redis_settings,
+    serialize,
+)
+from shared.webhooks.dispatch import run_sweeper
 from worker.tasks.calls import reconcile_task, run_call
+from worker.tasks.webhooks import deliver_event
 
 log = logging.getLogger("saas_llm.worker")
 settings = get_settings()
@@ -57,15 +66,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = deps
     ctx["engine"] = engine
     ctx["cancel_listener"] = asyncio.create_task(_listen_for_cancels(deps))
+    ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(deps))
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    listener: asyncio.Task[None] | None = ctx.get("cancel_listener")
-    if listener is not None:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+    for name in ("cancel_listener", "webhook_sweeper"):
+        background: asyncio.Task[None] | None = ctx.get(name)
+        if background is not None:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
     deps: WorkerDeps | None = ctx.get("deps")
     if deps is not None:
         await deps.http.aclose()
@@ -78,7 +89,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """arq settings, from the environment (`WORKER_*`)."""
 
-    functions = [run_call]
+    functions = [run_call, deliver_event]
     cron_jobs = [
         cron(
             reconcile_task,
@@ -104,3 +115,4 @@ class WorkerSettings:
 
 
 assert RUN_CALL == run_call.__name__
+assert DELIVER_EVENT == deliver_event.__name__

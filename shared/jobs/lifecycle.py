@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Call, Job
+from shared.webhooks.events import record_job_event
 
 ACTIVE_CALL = ("queued", "running")
 
@@ -185,4 +186,5 @@ async def maybe_finish_job(session: AsyncSession, job_id: str) -> Job | None:
     job.finished_at = func.now()
     await session.flush()
     await session.refresh(job)
+    await record_job_event(session, job)
     return job

@@ -16,6 +16,7 @@ from shared.db import SessionMaker, transaction
 from shared.jobs.lifecycle import ACTIVE_CALL, maybe_finish_job
 from shared.models import Call, Job
 from shared.queue import enqueue_call
+from shared.webhooks.events import record_job_event
 
 log = logging.getLogger("saas_llm.reconciler")
 BATCH = 500
@@ -136,6 +137,7 @@ async def reconcile(
             job.status = "expired"
             job.finished_at = func.now()
             job.error = {"type": "expired", "message": "the job was not completed before it expired"}
+            await record_job_event(session, job)
             report.expired += 1
 
     if report.requeued or report.released or report.finished or report.expired:

@@ -36,6 +36,7 @@ from shared.jobs.schemas import (
     Usage,
 )
 from shared.models import JOB_TERMINAL, Call, Job, Team
+from shared.webhooks.events import record_job_event
 
 
 @dataclass
@@ -330,6 +331,7 @@ class JobService:
         job.expires_at = None
         await self.session.flush()
         await self.session.refresh(job)
+        await record_job_event(self.session, job)
         running = [row[0] for row in rows]
         return job, running
 

@@ -1,0 +1,264 @@
+"""Delivering in the worker: claim a due delivery, send it, log the attempt, schedule the next.
+
+The delivery row is the truth and the queue a hint. A claim moves `next_attempt_at` to the end
+of a lease, so a worker that dies mid-attempt leaves a row the sweep finds due again once the
+lease runs out; a task for a row that is delivered, failed or not yet due does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.config import DatabaseURL, Settings
+from shared.db import transaction
+from shared.ids import new_id
+from shared.llm.service import WorkerDeps
+from shared.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from shared.queue import enqueue_delivery
+from shared.webhooks.delivery import SendResult, encode_payload, send, sign_headers
+from shared.webhooks.events import NOTIFY_CHANNEL
+from shared.webhooks.repository import WebhookRepository, claim_delivery, due_deliveries
+
+log = logging.getLogger("saas_llm.webhooks")
+SWEEP_BATCH = 500
+
+
+def active_secrets(
+    secret: str, previous: str | None, previous_expires_at: datetime | None
+) -> list[str]:
+    """The current secret, plus the previous one while its grace period lasts."""
+    out = [secret]
+    if previous and previous_expires_at and previous_expires_at > datetime.now(UTC):
+        out.append(previous)
+    return out
+
+
+def lease_seconds(settings: Settings) -> float:
+    return settings.webhook_timeout_seconds + 5.0
+
+
+async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
+    """Make the next attempt of a delivery if it is due; safe to run any number of times."""
+    settings = deps.settings
+    async with transaction(deps.sessionmaker) as session:
+        delivery = await claim_delivery(session, delivery_id, lease_seconds(settings))
+        if delivery is None:
+            return "skipped"
+        event = await session.get(WebhookEvent, delivery.event_id)
+        assert event is not None  # deliveries cascade with their event
+        endpoint = None
+        if delivery.endpoint_id is not None:
+            endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
+            if endpoint is None or not endpoint.enabled:
+                await _settle(session, delivery, status="failed", error="endpoint disabled")
+                return "disabled"
+            secrets = active_secrets(
+                endpoint.secret, endpoint.previous_secret, endpoint.previous_secret_expires_at
+            )
+        else:
+            team = await WebhookRepository(session).team_secret(delivery.team_id)
+            secrets = active_secrets(
+                team.secret, team.previous_secret, team.previous_secret_expires_at
+            )
+    body = encode_payload(event.payload)
+    result = await send(
+        deps.http,
+        delivery.url,
+        body,
+        sign_headers(secrets, event.id, body),
+        timeout_seconds=settings.webhook_timeout_seconds,
+        allow_private=settings.webhook_allow_private_networks,
+    )
+    outcome, delay = await _record(deps, delivery, result)
+    extra = {
+        "delivery_id": delivery.id,
+        "event_id": event.id,
+        "team_id": delivery.team_id,
+        "attempt": delivery.attempts,
+        "status": result.status_code,
+        "outcome": outcome,
+    }
+    log.info("webhook attempt", extra=extra)
+    if delay is not None:
+        await enqueue_delivery(deps.queue, delivery.id, attempts=delivery.attempts, defer_by=delay)
+    return outcome
+
+
+async def _record(
+    deps: WorkerDeps, delivery: WebhookDelivery, result: SendResult
+) -> tuple[str, float | None]:
+    """Log the attempt and move the delivery on; returns the outcome and the next delay."""
+    settings = deps.settings
+    schedule = settings.webhook_schedule
+    async with transaction(deps.sessionmaker) as session:
+        session.add(
+            WebhookAttempt(
+                id=new_id("whatt"),
+                team_id=delivery.team_id,
+                delivery_id=delivery.id,
+                event_id=delivery.event_id,
+                endpoint_id=delivery.endpoint_id,
+                attempt=delivery.attempts,
+                url=delivery.url,
+                status_code=result.status_code,
+                latency_ms=result.latency_ms,
+                response_body=result.response_body,
+                error=result.error,
+            )
+        )
+        endpoint = None
+        if delivery.endpoint_id is not None:
+            endpoint = (
+                await session.execute(
+                    select(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == delivery.endpoint_id)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+        error = result.error or (
+            f"HTTP {result.status_code}" if result.status_code is not None else None
+        )
+        if result.ok:
+            if endpoint is not None:
+                endpoint.failing_since = None
+            await _settle(session, delivery, status="succeeded", code=result.status_code)
+            return "succeeded", None
+        if result.status_code == 410 and endpoint is not None:
+            endpoint.enabled = False
+            endpoint.disabled_reason = "gone"
+            await _settle(session, delivery, status="failed", code=410, error=error)
+            log.warning("webhook endpoint disabled: 410 Gone", extra={"endpoint_id": endpoint.id})
+            return "gone", None
+        if endpoint is not None:
+            now = datetime.now(UTC)
+            if endpoint.failing_since is None:
+                endpoint.failing_since = now
+            elif now - endpoint.failing_since >= timedelta(
+                seconds=settings.webhook_disable_after_seconds
+            ):
+                endpoint.enabled = False
+                endpoint.disabled_reason = "failing"
+                log.warning(
+                    "webhook endpoint disabled: failing", extra={"endpoint_id": endpoint.id}
+                )
+        disabled = endpoint is not None and not endpoint.enabled
+        if delivery.round_attempts >= len(schedule) or disabled:
+            await _settle(session, delivery, status="failed", code=result.status_code, error=error)
+            return "failed", None
+        delay = schedule[delivery.round_attempts]
+        if result.retry_after is not None:
+            delay = max(delay, result.retry_after)
+        moved = await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery.id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.attempts == delivery.attempts,
+            )
+            .values(
+                next_attempt_at=func.now() + timedelta(seconds=delay),
+                last_status_code=result.status_code,
+                last_error=error,
+                updated_at=func.now(),
+            )
+            .returning(WebhookDelivery.id)
+        )
+        if moved.scalar_one_or_none() is None:
+            return "superseded", None  # the lease ran out and another attempt took over
+        return "retry", delay
+
+
+async def _settle(
+    session: AsyncSession,
+    delivery: WebhookDelivery,
+    *,
+    status: str,
+    code: int | None = None,
+    error: str | None = None,
+) -> None:
+    """End a delivery's round (unless a later attempt already took the row over)."""
+    await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery.id,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.attempts == delivery.attempts,
+        )
+        .values(
+            status=status,
+            next_attempt_at=None,
+            last_status_code=code,
+            last_error=error,
+            delivered_at=func.now() if status == "succeeded" else None,
+            updated_at=func.now(),
+        )
+    )
+
+
+async def sweep(deps: WorkerDeps) -> int:
+    """Enqueue every due delivery (lost queue entries, crashed attempts, new events)."""
+    async with transaction(deps.sessionmaker) as session:
+        due = await due_deliveries(session, SWEEP_BATCH)
+        for delivery_id, attempts in due:
+            await enqueue_delivery(deps.queue, delivery_id, attempts=attempts)
+    if due:
+        log.debug("webhook sweep", extra={"enqueued": len(due)})
+    return len(due)
+
+
+def _setter(event: asyncio.Event) -> Callable[..., None]:
+    return lambda *_: event.set()
+
+
+async def _listen(deps: WorkerDeps, wake: asyncio.Event) -> None:
+    """Set `wake` whenever a transaction that recorded deliveries commits."""
+    url = DatabaseURL(deps.settings.database_url)
+    dsn = url.url("asyncpg").replace("postgresql+asyncpg://", "postgresql://", 1)
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(dsn, **url.connect_args)
+            closed = asyncio.Event()
+            conn.add_termination_listener(_setter(closed))
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+            wake.set()  # notifications may have been missed while disconnected
+            await closed.wait()
+            log.warning("webhook listener connection closed; reconnecting")
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("webhook listener lost its connection; reconnecting")
+            await asyncio.sleep(1)
+        finally:
+            if conn is not None and not conn.is_closed():
+                await conn.close()
+
+
+async def run_sweeper(deps: WorkerDeps) -> None:
+    """Sweep when notified and at least every `webhook_sweep_seconds`; runs until cancelled."""
+    wake = asyncio.Event()
+    listener = asyncio.create_task(_listen(deps, wake))
+    try:
+        while True:
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=deps.settings.webhook_sweep_seconds)
+            except TimeoutError:
+                pass
+            wake.clear()
+            try:
+                await sweep(deps)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook sweep failed")
+                await asyncio.sleep(1)
+    finally:
+        listener.cancel()

@@ -1,0 +1,379 @@
+"""Webhooks end to end: a job ends, the worker signs and sends the event to a real receiver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from cli.stack import Proc, free_port, start_api, start_worker
+from shared.webhooks.delivery import generate_secret
+from tests.conftest import TeamClient, base_env, nonce
+from tests.fakes.receiver import Receiver, Reply
+from tests.harness import MASTER_KEY, create_database, drop_database
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def _until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _endpoint(team: TeamClient, url: str, **extra: Any) -> dict[str, Any]:
+    r = team.post("/api/webhooks/endpoints", json={"url": url, **extra})
+    assert r.status_code == 201, r.text
+    body = dict(r.json())
+    assert body["secret"].startswith("whsec_")
+    return body
+
+
+def _step_job(team: TeamClient, **extra: Any) -> str:
+    """A job with no calls, closed at once: it ends inside the API's transaction."""
+    created = team.post("/api/jobs/create", json={"job_type": "webhook-test", **extra})
+    assert created.status_code == 201, created.text
+    job_id = str(created.json()["id"])
+    done = team.post(f"/api/jobs/{job_id}/complete")
+    assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+    return job_id
+
+
+def _event(team: TeamClient, job_id: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        data = team.get("/api/webhooks/events", params={"job_id": job_id}).json()["data"]
+        return data[0] if data else None
+
+    return dict(_until(found, what=f"the event of {job_id}"))
+
+
+def _delivery(team: TeamClient, event_id: str, endpoint_id: str | None) -> dict[str, Any]:
+    rows = team.get("/api/webhooks/deliveries", params={"event_id": event_id}).json()["data"]
+    matches = [d for d in rows if d["endpoint_id"] == endpoint_id]
+    assert len(matches) == 1, rows
+    return dict(matches[0])
+
+
+def _settled(team: TeamClient, event_id: str, endpoint_id: str | None) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        d = _delivery(team, event_id, endpoint_id)
+        return d if d["status"] != "pending" else None
+
+    return dict(_until(done, what="the delivery to settle"))
+
+
+def _attempts(team: TeamClient, delivery_id: str) -> list[dict[str, Any]]:
+    r = team.get(f"/api/webhooks/deliveries/{delivery_id}/attempts")
+    assert r.status_code == 200, r.text
+    return sorted(r.json()["data"], key=lambda a: a["attempt"])
+
+
+def test_finished_job_reaches_the_receiver_signed_with_the_job_as_the_api_shows_it(
+    team: TeamClient, receiver: Receiver
+) -> None:
+    tag = nonce()
+    endpoint = _endpoint(team, receiver.url, description=tag)
+    only_failures = _endpoint(team, receiver.url, event_types=["job.failed"])
+    job = team.submit(
+        [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} hello"}]}],
+        metadata={"tag": tag},
+    )
+    done = team.wait(job["id"])
+    assert done["status"] == "succeeded"
+    got = receiver.wait_for(1)[0]
+    payload = Webhook(endpoint["secret"]).verify(got.body, got.headers)
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"] == team.get(f"/api/jobs/{job['id']}").json()
+    assert payload["data"]["metadata"] == {"tag": tag}
+    datetime.fromisoformat(payload["timestamp"])
+    with pytest.raises(WebhookVerificationError):
+        Webhook(only_failures["secret"]).verify(got.body, got.headers)
+    event = _event(team, job["id"])
+    assert got.headers["webhook-id"] == event["id"]
+    assert event["type"] == "job.succeeded" and event["payload"] == payload
+    delivery = _settled(team, event["id"], endpoint["id"])
+    assert delivery["status"] == "succeeded" and delivery["attempts"] == 1
+    [attempt] = _attempts(team, delivery["id"])
+    assert attempt["status_code"] == 200 and attempt["response_body"] == "ok"
+    assert attempt["latency_ms"] is not None and attempt["error"] is None
+    # the endpoint filtering on job.failed was not a target of job.succeeded
+    rows = team.get("/api/webhooks/deliveries", params={"event_id": event["id"]}).json()["data"]
+    assert [d["endpoint_id"] for d in rows] == [endpoint["id"]]
+    assert len(receiver.requests) == 1
+
+
+def test_a_jobs_own_webhook_url_is_signed_with_the_team_secret(
+    team: TeamClient, receiver: Receiver
+) -> None:
+    job_id = _step_job(team, webhook_url=receiver.url)
+    got = receiver.wait_for(1)[0]
+    secret = team.get("/api/webhooks/secret").json()["secret"]
+    assert secret.startswith("whsec_")
+    assert team.get("/api/webhooks/secret").json()["secret"] == secret  # created once
+    payload = Webhook(secret).verify(got.body, got.headers)
+    assert payload["data"]["id"] == job_id and payload["data"]["webhook_url"] == receiver.url
+    event = _event(team, job_id)
+    delivery = _settled(team, event["id"], None)
+    assert delivery["target"] == "job_url" and delivery["status"] == "succeeded"
+
+
+def test_three_500s_then_200_is_delivered_on_the_fourth_attempt_with_one_webhook_id(
+    team: TeamClient, receiver: Receiver
+) -> None:
+    receiver.reply(
+        Reply(503, headers={"Retry-After": "1"}, body="busy"),
+        Reply(500, body="oops"),
+        Reply(500, body="x" * 5000),
+    )
+    endpoint = _endpoint(team, receiver.url)
+    job_id = _step_job(team)
+    got = receiver.wait_for(4)
+    assert len({r.headers["webhook-id"] for r in got}) == 1
+    assert got[1].at - got[0].at >= 1.0  # Retry-After honoured over the 0.5 s schedule
+    assert got[2].at - got[1].at >= 0.45 and got[3].at - got[2].at >= 0.45
+    event = _event(team, job_id)
+    assert got[0].headers["webhook-id"] == event["id"]
+    delivery = _settled(team, event["id"], endpoint["id"])
+    assert delivery["status"] == "succeeded" and delivery["attempts"] == 4
+    attempts = _attempts(team, delivery["id"])
+    assert [a["status_code"] for a in attempts] == [503, 500, 500, 200]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3, 4]
+    assert attempts[0]["response_body"] == "busy"
+    assert attempts[2]["response_body"] == "x" * 2048  # only the first 2 KB is kept
+    failed = team.get("/api/webhooks/deliveries", params={"status": "failed", "event_id": event["id"]})
+    assert failed.json()["data"] == []
+
+
+def test_a_receiver_down_for_the_whole_schedule_fails_then_redelivery_and_replay_deliver(
+    team: TeamClient,
+) -> None:
+    since = datetime.now(UTC).isoformat()
+    port = free_port()  # nothing listens here yet
+    endpoint = _endpoint(team, f"http://127.0.0.1:{port}/hook")
+    events = [_event(team, _step_job(team)) for _ in range(3)]
+    for event in events:
+        delivery = _settled(team, event["id"], endpoint["id"])
+        assert delivery["status"] == "failed" and delivery["attempts"] == 4
+        attempts = _attempts(team, delivery["id"])
+        assert len(attempts) == 4
+        assert all(a["status_code"] is None and a["error"] for a in attempts)
+    live = Receiver(port).start()
+    try:
+        r = team.post(f"/api/webhooks/events/{events[0]['id']}/redeliver")
+        assert r.status_code == 202, r.text
+        assert r.json()["count"] == 1
+        first = _settled(team, events[0]["id"], endpoint["id"])
+        assert first["status"] == "succeeded" and first["attempts"] == 5
+        assert live.wait_for(1)[0].headers["webhook-id"] == events[0]["id"]
+        # replay sends every failed delivery of the endpoint since a time: the other two
+        r = team.post(f"/api/webhooks/endpoints/{endpoint['id']}/replay", json={"since": since})
+        assert r.status_code == 200, r.text
+        assert r.json()["count"] == 2
+        for event in events[1:]:
+            assert _settled(team, event["id"], endpoint["id"])["status"] == "succeeded"
+        assert {g.headers["webhook-id"] for g in live.wait_for(3)} == {e["id"] for e in events}
+        assert len(live.requests) == 3
+        # nothing failed is left to replay
+        again = team.post(f"/api/webhooks/endpoints/{endpoint['id']}/replay", json={"since": since})
+        assert again.json()["count"] == 0
+    finally:
+        live.stop()
+
+
+def test_410_gone_disables_the_endpoint_and_later_events_are_not_sent_to_it(
+    team: TeamClient, receiver: Receiver
+) -> None:
+    gone = Receiver().start()
+    gone.default = Reply(410, body="gone")
+    try:
+        dead = _endpoint(team, gone.url)
+        alive = _endpoint(team, receiver.url)
+        first = _event(team, _step_job(team))
+        gone.wait_for(1)
+        delivery = _settled(team, first["id"], dead["id"])
+        assert delivery["status"] == "failed" and delivery["attempts"] == 1
+        state = team.get(f"/api/webhooks/endpoints/{dead['id']}").json()
+        assert state["enabled"] is False and state["disabled_reason"] == "gone"
+        second = _event(team, _step_job(team))
+        got = receiver.wait_for(2)
+        assert {g.headers["webhook-id"] for g in got} == {first["id"], second["id"]}
+        rows = team.get("/api/webhooks/deliveries", params={"event_id": second["id"]}).json()
+        assert [d["endpoint_id"] for d in rows["data"]] == [alive["id"]]
+        assert len(gone.requests) == 1
+        # a disabled endpoint is not a redelivery target
+        redo = team.post(f"/api/webhooks/events/{first['id']}/redeliver").json()
+        assert all(d["endpoint_id"] != dead["id"] for d in redo["data"])
+    finally:
+        gone.stop()
+
+
+def test_during_the_grace_period_old_and_new_secrets_both_verify(
+    team: TeamClient, receiver: Receiver
+) -> None:
+    endpoint = _endpoint(team, receiver.url)
+    old = endpoint["secret"]
+    assert team.get(f"/api/webhooks/endpoints/{endpoint['id']}/secret").json()["secret"] == old
+    rotated = team.post(f"/api/webhooks/endpoints/{endpoint['id']}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["secret"]
+    assert new != old and new.startswith("whsec_")
+    assert rotated.json()["previous_secret_expires_at"] is not None
+    assert team.get(f"/api/webhooks/endpoints/{endpoint['id']}/secret").json()["secret"] == new
+    _step_job(team)
+    got = receiver.wait_for(1)[0]
+    assert len(got.headers["webhook-signature"].split(" ")) == 2
+    holder_of_old = Webhook(old).verify(got.body, got.headers)
+    holder_of_new = Webhook(new).verify(got.body, got.headers)
+    assert holder_of_old == holder_of_new and holder_of_new["type"] == "job.succeeded"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(generate_secret()).verify(got.body, got.headers)
+
+
+def test_endpoint_crud_and_pagination(team: TeamClient) -> None:
+    ids = [_endpoint(team, f"https://example.com/hook/{i}")["id"] for i in range(3)]
+    page1 = team.get("/api/webhooks/endpoints", params={"limit": 2}).json()
+    assert [e["id"] for e in page1["data"]] == ids[::-1][:2] and page1["has_more"]
+    page2 = team.get(
+        "/api/webhooks/endpoints", params={"limit": 2, "after": page1["next_cursor"]}
+    ).json()
+    assert [e["id"] for e in page2["data"]] == ids[:1] and not page2["has_more"]
+    assert "secret" not in page1["data"][0]
+    patched = team.patch(
+        f"/api/webhooks/endpoints/{ids[0]}",
+        json={"url": "https://example.org/x", "event_types": ["job.failed"], "enabled": False},
+    )
+    assert patched.status_code == 200, patched.text
+    body = patched.json()
+    assert body["url"] == "https://example.org/x" and body["event_types"] == ["job.failed"]
+    assert body["enabled"] is False and body["disabled_reason"] == "manual"
+    bad = team.post("/api/webhooks/endpoints", json={"url": "x", "event_types": ["nope"]})
+    assert bad.status_code == 422
+    assert team.delete(f"/api/webhooks/endpoints/{ids[0]}").status_code == 204
+    assert team.get(f"/api/webhooks/endpoints/{ids[0]}").status_code == 404
+
+
+def test_another_team_sees_none_of_a_teams_webhooks(
+    make_team: Callable[..., TeamClient], receiver: Receiver
+) -> None:
+    a, b = make_team(), make_team()
+    endpoint = _endpoint(a, receiver.url)
+    job_id = _step_job(a)
+    event = _event(a, job_id)
+    delivery = _settled(a, event["id"], endpoint["id"])
+    eid, vid = endpoint["id"], delivery["id"]
+    for method, path, body in [
+        ("GET", f"/api/webhooks/endpoints/{eid}", None),
+        ("PATCH", f"/api/webhooks/endpoints/{eid}", {"enabled": False}),
+        ("GET", f"/api/webhooks/endpoints/{eid}/secret", None),
+        ("POST", f"/api/webhooks/endpoints/{eid}/rotate-secret", None),
+        ("POST", f"/api/webhooks/endpoints/{eid}/replay", {"since": "2020-01-01T00:00:00Z"}),
+        ("DELETE", f"/api/webhooks/endpoints/{eid}", None),
+        ("GET", f"/api/webhooks/events/{event['id']}", None),
+        ("POST", f"/api/webhooks/events/{event['id']}/redeliver", None),
+        ("GET", f"/api/webhooks/deliveries/{vid}", None),
+        ("GET", f"/api/webhooks/deliveries/{vid}/attempts", None),
+    ]:
+        r = b.request(method, path, json=body)
+        assert r.status_code == 404, (method, path, r.text)
+        assert r.json()["error"]["type"] == "not_found"
+    assert b.get("/api/webhooks/endpoints").json()["data"] == []
+    assert b.get("/api/webhooks/events").json()["data"] == []
+    assert b.get("/api/webhooks/events", params={"job_id": job_id}).json()["data"] == []
+    assert b.get("/api/webhooks/deliveries").json()["data"] == []
+    assert b.get("/api/webhooks/deliveries", params={"endpoint_id": eid}).json()["data"] == []
+    assert b.get("/api/webhooks/secret").json()["secret"] != a.get("/api/webhooks/secret").json()["secret"]
+    # A's rows are untouched by B's attempts
+    assert a.get(f"/api/webhooks/endpoints/{eid}").json()["enabled"] is True
+    assert len(receiver.requests) == 1
+
+
+# -- a platform of its own: a worker with different settings, or one the test kills --------------
+
+
+@contextmanager
+def _own_platform(
+    proxy: str, log_dir: Path, **overrides: str
+) -> Iterator[tuple[TeamClient, dict[str, str], dict[str, Proc]]]:
+    """API and worker on a private database and queue, so the shared worker cannot interfere."""
+    url = create_database("saasllm_wh_")
+    tag = nonce()
+    env = base_env(url, f"saas-llm-wh:{tag}", proxy)
+    env.update(overrides)
+    port = free_port()
+    procs: dict[str, Proc] = {}
+    client: TeamClient | None = None
+    try:
+        procs["api"] = start_api(env, port, log_dir, name=f"api-wh-{tag}")
+        procs["worker"] = start_worker(env, log_dir, name=f"worker-wh-{tag}")
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {MASTER_KEY}"}) as admin:
+            team_id = "t-" + tag
+            assert admin.post("/api/admin/teams", json={"team_id": team_id, "name": tag}).status_code == 201
+            key = admin.post(f"/api/admin/teams/{team_id}/keys", json={"name": "t"}).json()["key"]
+        client = TeamClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        yield client, env, procs
+    finally:
+        if client is not None:
+            client.close()
+        for proc in procs.values():
+            proc.stop()
+        drop_database(url)
+
+
+def test_with_the_guard_on_a_loopback_address_is_refused_and_nothing_is_sent(
+    proxy: str, log_dir: Path, receiver: Receiver
+) -> None:
+    with _own_platform(proxy, log_dir, WEBHOOK_ALLOW_PRIVATE_NETWORKS="false") as (team, _, _):
+        endpoint = _endpoint(team, f"http://localhost:{receiver.port}/hook")
+        event = _event(team, _step_job(team))
+        delivery = _settled(team, event["id"], endpoint["id"])
+        assert delivery["status"] == "failed"
+        attempts = _attempts(team, delivery["id"])
+        assert len(attempts) == 4
+        for attempt in attempts:
+            assert attempt["status_code"] is None and attempt["latency_ms"] is None
+            assert "non-global address" in attempt["error"] and "not sent" in attempt["error"]
+        assert receiver.requests == []
+
+
+@pytest.mark.chaos
+def test_a_worker_killed_mid_delivery_delivers_once_it_is_back(
+    proxy: str, log_dir: Path, receiver: Receiver
+) -> None:
+    # Lease = timeout + 5 s: a dead worker's attempt is retried that long after it began.
+    with _own_platform(proxy, log_dir, WEBHOOK_TIMEOUT_SECONDS="2") as (team, env, procs):
+        endpoint = _endpoint(team, receiver.url)
+        receiver.reply(Reply(hang=True))  # the first attempt never gets its answer
+        job = team.submit(
+            [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": nonce()}]}]
+        )
+        assert team.wait(job["id"])["status"] == "succeeded"
+        first = receiver.wait_for(1)[0]
+        procs["worker"].kill()  # SIGKILL, mid-request
+        event = _event(team, job["id"])
+        delivery = _delivery(team, event["id"], endpoint["id"])
+        assert delivery["status"] == "pending" and _attempts(team, delivery["id"]) == []
+        procs["worker2"] = start_worker(env, log_dir, name=f"worker2-wh-{nonce()}")
+        second = receiver.wait_for(2, timeout=40)[1]
+        assert second.headers["webhook-id"] == first.headers["webhook-id"] == event["id"]
+        done = _settled(team, event["id"], endpoint["id"])
+        assert done["status"] == "succeeded" and done["attempts"] == 2
+        [logged] = _attempts(team, done["id"])
+        assert logged["attempt"] == 2 and logged["status_code"] == 200
