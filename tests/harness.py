@@ -35,8 +35,8 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_fake_provider(log_dir: Path) -> tuple[Proc, str]:
-    port = free_port()
+def start_fake_provider(log_dir: Path, port: int | None = None) -> tuple[Proc, str]:
+    port = port or free_port()
     proc = spawn(
         "fake-provider",
         [sys.executable, "-m", "tests.fakes.provider", "--port", str(port)],

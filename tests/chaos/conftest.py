@@ -1,0 +1,161 @@
+"""A private platform for chaos tests: its own PostgreSQL, Redis and fake provider, which the
+tests kill and restart, plus a proxy, the API and workers tuned to recover within seconds."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
+from shared.migrations import upgrade
+from tests.harness import MASTER_KEY, fake_proxy_config, platform_env, start_fake_provider
+
+TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+
+
+@dataclass
+class Chaos:
+    """Handles on every process of the private platform."""
+
+    root: Path
+    pg: EmbeddedPostgres
+    redis: EmbeddedRedis
+    provider_port: int
+    provider: Proc
+    env: dict[str, str]
+    api_url: str
+    key: str = ""
+    workers: list[Proc] = field(default_factory=list)
+
+    def restart_provider(self) -> None:
+        self.provider.stop()
+        self.provider, _ = start_fake_provider(self.root / "logs", self.provider_port)
+
+    def restart_postgres(self) -> None:
+        self.pg.init()  # re-opens the path for the unprivileged server account if needed
+        self.pg.start()
+
+    def stop_provider(self) -> None:
+        self.provider.stop()
+
+    def redis_restart_empty(self) -> None:
+        assert self.redis.proc is not None
+        self.redis.proc.kill()
+        for path in self.redis.data_dir.iterdir():
+            if path.name != "valkey.conf":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.redis.start()
+
+    def new_worker(self) -> Proc:
+        worker = start_worker(self.env, self.root / "logs", name=f"worker-{len(self.workers)}")
+        self.workers.append(worker)
+        return worker
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+
+    def seen(self, marker: str) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.provider_port}/_control/requests"
+        return list(httpx.get(url, params={"contains": marker}, timeout=10).json())
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
+    root = tmp_path_factory.mktemp("chaos")
+    logs = root / "logs"
+    pg = EmbeddedPostgres(root / "pg", free_port(), secrets.token_hex(8), logs)
+    pg.init()
+    pg.start()
+    pg.ensure_database("saas_llm")
+    redis = EmbeddedRedis(root / "redis", free_port(), secrets.token_hex(8), logs)
+    redis.start()
+    provider_port = free_port()
+    provider, provider_url = start_fake_provider(logs, provider_port)
+    db_url = pg.url("saas_llm")
+    upgrade(db_url)
+    proxy_port = free_port()
+    proxy = start_proxy(
+        dict(os.environ, LITELLM_MASTER_KEY=MASTER_KEY), fake_proxy_config(logs, provider_url), proxy_port, logs
+    )
+    env = platform_env(db_url, "chaos:" + uuid.uuid4().hex[:6], f"http://127.0.0.1:{proxy_port}")
+    env.update(
+        {
+            "REDIS_URL": redis.url(),
+            "WORKER_MAX_JOBS": "250",
+            "WORKER_CALL_TIMEOUT_SECONDS": "10",
+            "WORKER_LEASE_GRACE_SECONDS": "1",
+            "WORKER_REQUEUE_GRACE_SECONDS": "2",
+            "WORKER_RECONCILE_SECONDS": "1",
+            "WORKER_DRAIN_SECONDS": "6",
+            "WORKER_RETRY_BASE_SECONDS": "0.2",
+            "WORKER_RETRY_MAX_SECONDS": "1",
+            "WORKER_MAX_ATTEMPTS": "4",
+            "DATABASE_POOL_SIZE": "20",
+        }
+    )
+    api_port = free_port()
+    api = start_api(env, api_port, logs)
+    c = Chaos(root, pg, redis, provider_port, provider, env, f"http://127.0.0.1:{api_port}")
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    httpx.post(c.api_url + "/api/admin/teams", json={"team_id": "chaos", "name": "chaos"}, headers=admin).raise_for_status()
+    c.key = httpx.post(c.api_url + "/api/admin/teams/chaos/keys", json={}, headers=admin).json()["key"]
+    c.new_worker()
+    yield c
+    for w in c.workers:
+        w.kill()
+    api.stop()
+    proxy.stop()
+    c.provider.stop()
+    redis.stop()
+    pg.stop()
+
+
+def wait_all_terminal(client: httpx.Client, job_ids: list[str], timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Poll until every job has ended (tolerating 503s while a dependency comes back)."""
+    deadline = time.monotonic() + timeout
+    pending = set(job_ids)
+    jobs: dict[str, dict[str, Any]] = {}
+    while pending:
+        for job_id in list(pending):
+            try:
+                r = client.get(f"/api/jobs/{job_id}", params={"include_calls": True})
+            except httpx.HTTPError:
+                continue
+            assert r.status_code in (200, 503), r.text
+            if r.status_code == 200 and r.json()["status"] in TERMINAL:
+                jobs[job_id] = r.json()
+                pending.discard(job_id)
+        if pending and time.monotonic() > deadline:
+            raise AssertionError(f"{len(pending)} job(s) never ended, e.g. {sorted(pending)[:3]}")
+        if pending:
+            time.sleep(0.2)
+    return [jobs[j] for j in job_ids]
+
+
+def report(name: str, submitted: int, jobs: list[dict[str, Any]], repeated: int) -> tuple[int, int]:
+    """Print the chaos line; return (lost, counted_twice)."""
+    by_status: dict[str, int] = {}
+    counted_twice = 0
+    for job in jobs:
+        by_status[job["status"]] = by_status.get(job["status"], 0) + 1
+        calls = job["calls"]
+        tokens = sum((c["usage"] or {}).get("total_tokens", 0) for c in calls)
+        if job["usage"]["total_tokens"] != tokens:
+            counted_twice += 1
+    lost = submitted - len(jobs)
+    print(
+        f"\nCHAOS {name}: submitted={submitted} ended={dict(sorted(by_status.items()))} "
+        f"lost={lost} counted_twice={counted_twice} repeated_provider_calls={repeated}"
+    )
+    return lost, counted_twice
