@@ -87,13 +87,6 @@ async def enqueue_delivery(
     )
 
 
-async def enqueue_deliveries(queue: ArqRedis, delivery_ids: list[str]) -> None:
-    """Queue new deliveries (first attempt) after the transaction that recorded them."""
-    for start in range(0, len(delivery_ids), 100):
-        chunk = delivery_ids[start : start + 100]
-        await asyncio.gather(*(enqueue_delivery(queue, d) for d in chunk))
-
-
 async def publish_cancel(queue: ArqRedis, settings: Settings, call_ids: list[str]) -> None:
     """Tell every worker to abort these calls if it is running them."""
     if call_ids:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.ids import new_id
@@ -82,7 +82,8 @@ async def record_job_event(session: AsyncSession, job: Job) -> WebhookEvent | No
     if type_ is None:
         return None
     await session.flush()
-    await session.refresh(job)  # server-side values such as finished_at = now()
+    if inspect(job).expired_attributes:
+        await session.refresh(job)  # server-side values such as finished_at = now()
     counts = (await JobRepository(session).counts([job.id]))[job.id]
     data = job_out(job, counts).model_dump(mode="json")
     return await record_event(

@@ -157,7 +157,9 @@ def test_three_500s_then_200_is_delivered_on_the_fourth_attempt_with_one_webhook
     assert [a["attempt"] for a in attempts] == [1, 2, 3, 4]
     assert attempts[0]["response_body"] == "busy"
     assert attempts[2]["response_body"] == "x" * 2048  # only the first 2 KB is kept
-    failed = team.get("/api/webhooks/deliveries", params={"status": "failed", "event_id": event["id"]})
+    failed = team.get(
+        "/api/webhooks/deliveries", params={"status": "failed", "event_id": event["id"]}
+    )
     assert failed.json()["data"] == []
 
 
@@ -298,7 +300,10 @@ def test_another_team_sees_none_of_a_teams_webhooks(
     assert b.get("/api/webhooks/events", params={"job_id": job_id}).json()["data"] == []
     assert b.get("/api/webhooks/deliveries").json()["data"] == []
     assert b.get("/api/webhooks/deliveries", params={"endpoint_id": eid}).json()["data"] == []
-    assert b.get("/api/webhooks/secret").json()["secret"] != a.get("/api/webhooks/secret").json()["secret"]
+    assert (
+        b.get("/api/webhooks/secret").json()["secret"]
+        != a.get("/api/webhooks/secret").json()["secret"]
+    )
     # A's rows are untouched by B's attempts
     assert a.get(f"/api/webhooks/endpoints/{eid}").json()["enabled"] is True
     assert len(receiver.requests) == 1
@@ -323,9 +328,14 @@ def _own_platform(
         procs["api"] = start_api(env, port, log_dir, name=f"api-wh-{tag}")
         procs["worker"] = start_worker(env, log_dir, name=f"worker-wh-{tag}")
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {MASTER_KEY}"}) as admin:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+        ) as admin:
             team_id = "t-" + tag
-            assert admin.post("/api/admin/teams", json={"team_id": team_id, "name": tag}).status_code == 201
+            assert (
+                admin.post("/api/admin/teams", json={"team_id": team_id, "name": tag}).status_code
+                == 201
+            )
             key = admin.post(f"/api/admin/teams/{team_id}/keys", json={"name": "t"}).json()["key"]
         client = TeamClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         yield client, env, procs
