@@ -91,7 +91,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return error_response(request, exc.status_code, type_, message, headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(request, exc.status_code, type_, message, headers=headers)
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 import uuid
@@ -36,7 +35,7 @@ from tests.harness import (
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def body(tag: str, i: int, delay_ms: int) -> dict[str, Any]:
@@ -80,24 +79,34 @@ async def baseline(proxy_url: str, n: int, concurrency: int, delay_ms: int) -> d
     return {"rate": n / wall, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
 
 
-async def platform(api_url: str, key: str, n: int, concurrency: int, delay_ms: int) -> dict[str, float]:
+async def platform(
+    api_url: str, key: str, n: int, concurrency: int, delay_ms: int
+) -> dict[str, float]:
     tag = uuid.uuid4().hex[:6]
     job_ids: list[str] = []
     limits = httpx.Limits(max_connections=concurrency + 5)
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=60, headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=api_url, limits=limits, timeout=60, headers=headers
+    ) as client:
         started = time.perf_counter()
 
         async def submit(i: int) -> None:
-            r = await client.post("/api/jobs", json={"requests": [body(tag, i, delay_ms)], "job_type": tag})
+            r = await client.post(
+                "/api/jobs", json={"requests": [body(tag, i, delay_ms)], "job_type": tag}
+            )
             r.raise_for_status()
             job_ids.append(r.json()["id"])
 
         submit_wall = await run_pool(n, concurrency, submit)
         # Wait for all: poll the list of unfinished jobs of this run, not each job.
         while True:
-            r = await client.get("/api/jobs", params={"job_type": tag, "status": "queued", "limit": 1})
-            r2 = await client.get("/api/jobs", params={"job_type": tag, "status": "running", "limit": 1})
+            r = await client.get(
+                "/api/jobs", params={"job_type": tag, "status": "queued", "limit": 1}
+            )
+            r2 = await client.get(
+                "/api/jobs", params={"job_type": tag, "status": "running", "limit": 1}
+            )
             if not r.json()["data"] and not r2.json()["data"]:
                 break
             await asyncio.sleep(0.05)
@@ -128,7 +137,9 @@ async def platform(api_url: str, key: str, n: int, concurrency: int, delay_ms: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--latencies", default="0,100", help="provider latencies in ms")
@@ -140,32 +151,44 @@ def main() -> None:
     procs = [fake]
     try:
         proxy_port = free_port()
-        procs.append(start_proxy(
-            platform_env(db, "", ""), fake_proxy_config(log_dir, fake_url), proxy_port, log_dir
-        ))
+        procs.append(
+            start_proxy(
+                platform_env(db, "", ""), fake_proxy_config(log_dir, fake_url), proxy_port, log_dir
+            )
+        )
         proxy_url = f"http://127.0.0.1:{proxy_port}"
         env = platform_env(db, "saas-llm-bench:" + uuid.uuid4().hex[:6], proxy_url)
         api_port = free_port()
-        stack = Stack(env=env, api_url=f"http://127.0.0.1:{api_port}", proxy_url=proxy_url, log_dir=log_dir)
+        stack = Stack(
+            env=env, api_url=f"http://127.0.0.1:{api_port}", proxy_url=proxy_url, log_dir=log_dir
+        )
         stack.procs["api"] = start_api(env, api_port, log_dir)
         stack.procs["worker"] = start_worker(env, log_dir)
         admin = {"Authorization": f"Bearer {MASTER_KEY}"}
         team = "bench-" + uuid.uuid4().hex[:6]
-        httpx.post(stack.api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin).raise_for_status()
-        key = httpx.post(stack.api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin).json()["key"]
+        httpx.post(
+            stack.api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
+        ).raise_for_status()
+        key = httpx.post(
+            stack.api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin
+        ).json()["key"]
         # warm both paths (imports, pools, model list cache)
         asyncio.run(baseline(proxy_url, 20, 5, 0))
         asyncio.run(platform(stack.api_url, key, 20, 5, 0))
 
-        print(f"jobs={args.jobs} concurrency={args.concurrency} (1 call per job, 1 worker, 1 API process)")
-        print(f"{'latency':>8} | {'proxy req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'jobs/s':>7} {'submit/s':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}")
+        print(
+            f"jobs={args.jobs} concurrency={args.concurrency} (1 call per job, 1 worker, 1 API process)"
+        )
+        print(
+            f"{'latency':>8} | {'proxy req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'jobs/s':>7} {'submit/s':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
+        )
         for delay in [int(x) for x in args.latencies.split(",")]:
             b = asyncio.run(baseline(proxy_url, args.jobs, args.concurrency, delay))
             p = asyncio.run(platform(stack.api_url, key, args.jobs, args.concurrency, delay))
             print(
-                f"{delay:>6}ms | {b['rate']:>11.1f} {b['p50']*1000:>7.0f} {b['p99']*1000:>7.0f} | "
-                f"{p['rate']:>7.1f} {p['submit_rate']:>8.1f} {p['p50']*1000:>7.0f} {p['p99']*1000:>7.0f} | "
-                f"{p['rate']/b['rate']:>5.2f}"
+                f"{delay:>6}ms | {b['rate']:>11.1f} {b['p50'] * 1000:>7.0f} {b['p99'] * 1000:>7.0f} | "
+                f"{p['rate']:>7.1f} {p['submit_rate']:>8.1f} {p['p50'] * 1000:>7.0f} {p['p99'] * 1000:>7.0f} | "
+                f"{p['rate'] / b['rate']:>5.2f}"
             )
         stack.stop()
     finally:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_MASTER_KEY = "sk-dev-master-key"  # noqa: S105 - development-only default, refused in production
+DEV_MASTER_KEY = "sk-dev-master-key"
 _PLACEHOLDER_MARKERS = ("change-me", "changeme", "your-", "placeholder", "sk-dev-")
 
 
@@ -161,4 +161,3 @@ class DatabaseURL:
 def get_settings() -> Settings:
     """The process-wide settings."""
     return Settings()
-

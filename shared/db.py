@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from shared.config import DatabaseURL, Settings
 
@@ -13,7 +18,7 @@ SessionMaker = async_sessionmaker[AsyncSession]
 
 
 def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
-    """An asyncpg engine; `?pool_size=`/`?max_overflow=`/`?sslmode=` in the URL win over settings."""
+    """An asyncpg engine; `?pool_size=`, `?max_overflow=`, `?sslmode=` in the URL win."""
     url = DatabaseURL(settings.database_url)
     return create_async_engine(
         url.url("asyncpg"),

@@ -1,21 +1,21 @@
 """Domain errors, each with its HTTP status and a stable `type`.
 
-    AppError
-    ├── BadRequest (400)            invalid_request_error
-    │   ├── ModelNotFound           model_not_found
-    │   └── LimitExceeded           limit_exceeded
-    ├── Unauthorized (401)          authentication_error
-    ├── Forbidden (403)             permission_error
-    │   ├── TeamSuspended           team_suspended
-    │   └── ModelNotAllowed         model_not_allowed
-    ├── NotFound (404)              not_found
-    ├── Conflict (409)              conflict
-    │   └── IdempotencyConflict     idempotency_conflict
-    ├── PayloadTooLarge (413)       payload_too_large
-    ├── RateLimited (429)           rate_limit_exceeded
-    ├── InsufficientCredits (402)   insufficient_credits
-    ├── BudgetExceeded (402)        budget_exceeded
-    └── ServiceUnavailable (503)    service_unavailable
+AppError
+├── BadRequest (400)            invalid_request_error
+│   ├── ModelNotFound           model_not_found
+│   └── LimitExceeded           limit_exceeded
+├── Unauthorized (401)          authentication_error
+├── Forbidden (403)             permission_error
+│   ├── TeamSuspended           team_suspended
+│   └── ModelNotAllowed         model_not_allowed
+├── NotFound (404)              not_found
+├── Conflict (409)              conflict
+│   └── IdempotencyConflict     idempotency_conflict
+├── PayloadTooLarge (413)       payload_too_large
+├── RateLimited (429)           rate_limit_exceeded
+├── InsufficientCredits (402)   insufficient_credits
+├── BudgetExceeded (402)        budget_exceeded
+└── ServiceUnavailable (503)    service_unavailable
 """
 
 from __future__ import annotations

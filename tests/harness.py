@@ -66,7 +66,9 @@ def fake_proxy_config(log_dir: Path, provider_url: str) -> Path:
 
 def platform_env(database_url: str, queue: str, proxy_url: str) -> dict[str, str]:
     """Environment for API and worker processes of one test or bench run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "WEBHOOK_", "JOBS_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "WEBHOOK_", "JOBS_"))
+    }
     env.update(
         {
             "ENVIRONMENT": "test",

@@ -15,7 +15,9 @@ from shared.models import Base
 
 def test_migrations_match_models(database_url: str) -> None:
     def diff(conn: Connection) -> list[object]:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
         return list(compare_metadata(ctx, Base.metadata))
 
     async def run() -> list[object]:

@@ -55,7 +55,9 @@ async def _listen_for_cancels(deps: WorkerDeps) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     logs.configure("DEBUG" if settings.debug else "INFO")
     engine = create_engine(settings, pool_size=min(settings.worker_max_jobs, 50))
-    limits = httpx.Limits(max_connections=settings.worker_max_jobs + 10, max_keepalive_connections=100)
+    limits = httpx.Limits(
+        max_connections=settings.worker_max_jobs + 10, max_keepalive_connections=100
+    )
     queue: ArqRedis = ctx["redis"]
     deps = WorkerDeps(
         settings=settings,

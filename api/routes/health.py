@@ -60,11 +60,14 @@ async def ready(state: StateDep) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
-    """Jobs and calls by status, queue depth and recent call latency, read at scrape time."""
+    """Jobs, calls and webhook deliveries by status, queue depth and recent call latency."""
     registry = CollectorRegistry()
     jobs = Gauge("saas_llm_jobs", "Jobs by status", ["status"], registry=registry)
     calls = Gauge("saas_llm_calls", "Calls by status", ["status"], registry=registry)
     depth = Gauge("saas_llm_queue_depth", "Tasks waiting in the queue", registry=registry)
+    webhooks = Gauge(
+        "saas_llm_webhook_deliveries", "Webhook deliveries by status", ["status"], registry=registry
+    )
     latency = Gauge(
         "saas_llm_call_latency_seconds",
         "Provider latency of calls finished in the last 5 minutes",
@@ -80,6 +83,12 @@ async def metrics(state: StateDep) -> Response:
             await session.execute(text("SELECT status, count(*) FROM calls GROUP BY status"))
         ).all():
             calls.labels(status).set(n)
+        for status, n in (
+            await session.execute(
+                text("SELECT status, count(*) FROM webhook_deliveries GROUP BY status")
+            )
+        ).all():
+            webhooks.labels(status).set(n)
         row = (
             await session.execute(
                 text(

@@ -124,7 +124,9 @@ async def list_jobs(
     state: StateDep,
     status: str | None = None,
     job_type: str | None = None,
-    after: str | None = Query(default=None, description="Cursor: the last id of the previous page."),
+    after: str | None = Query(
+        default=None, description="Cursor: the last id of the previous page."
+    ),
     limit: int = Query(default=20, ge=1, le=100),
 ) -> JobList:
     """The team's jobs, newest first."""
@@ -188,6 +190,4 @@ async def job_results(
     if "application/x-ndjson" in accept or "application/jsonl" in accept:
         body = "".join(json.dumps(line) + "\n" for line in lines)
         return StreamingResponse(iter([body]), media_type="application/x-ndjson")
-    return JSONResponse(
-        {"object": "list", "job_id": job.id, "status": job.status, "data": lines}
-    )
+    return JSONResponse({"object": "list", "job_id": job.id, "status": job.status, "data": lines})

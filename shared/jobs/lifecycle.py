@@ -57,9 +57,7 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
         update(Job)
         .where(Job.id == call.job_id, (Job.status == "queued") | Job.started_at.is_(None))
         .values(
-            status=func.coalesce(
-                func.nullif(Job.status, "queued"), "running"
-            ),
+            status=func.coalesce(func.nullif(Job.status, "queued"), "running"),
             started_at=func.coalesce(Job.started_at, func.now()),
         )
     )
@@ -140,7 +138,9 @@ async def finish_call(
     return await maybe_finish_job(session, job_id)
 
 
-async def fail_queued_call(session: AsyncSession, call_id: str, error: dict[str, Any]) -> Job | None:
+async def fail_queued_call(
+    session: AsyncSession, call_id: str, error: dict[str, Any]
+) -> Job | None:
     """End a call that cannot run any more (for example, past its job's deadline)."""
     stmt = (
         update(Call)
@@ -155,9 +155,7 @@ async def fail_queued_call(session: AsyncSession, call_id: str, error: dict[str,
 
 
 async def call_counts(session: AsyncSession, job_id: str) -> dict[str, int]:
-    stmt = (
-        select(Call.status, func.count()).where(Call.job_id == job_id).group_by(Call.status)
-    )
+    stmt = select(Call.status, func.count()).where(Call.job_id == job_id).group_by(Call.status)
     return {status: n for status, n in (await session.execute(stmt)).all()}
 
 

@@ -40,13 +40,17 @@ async def reconcile(
     # 1. Running calls whose lease ran out: their worker died. Hand them back to the queue.
     async with transaction(sessionmaker) as session:
         stale = (
-            await session.execute(
-                select(Call.id)
-                .where(Call.status == "running", Call.lease_until < func.now())
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
+            (
+                await session.execute(
+                    select(Call.id)
+                    .where(Call.status == "running", Call.lease_until < func.now())
+                    .limit(BATCH)
+                    .with_for_update(skip_locked=True)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if stale:
             await session.execute(
                 update(Call)
@@ -77,13 +81,17 @@ async def reconcile(
     async with transaction(sessionmaker) as session:
         active = select(Call.id).where(Call.job_id == Job.id, Call.status.in_(ACTIVE_CALL))
         orphans = (
-            await session.execute(
-                select(Job.id)
-                .where(Job.status.in_(("queued", "running")), ~active.exists())
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
+            (
+                await session.execute(
+                    select(Job.id)
+                    .where(Job.status.in_(("queued", "running")), ~active.exists())
+                    .limit(BATCH)
+                    .with_for_update(skip_locked=True)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         for job_id in orphans:
             if await maybe_finish_job(session, job_id) is not None:
                 report.finished += 1
@@ -91,16 +99,20 @@ async def reconcile(
     # 4. Jobs past their deadline: what is unfinished fails (late answers are discarded).
     async with transaction(sessionmaker) as session:
         late = (
-            await session.execute(
-                select(Job.id)
-                .where(
-                    Job.status.in_(("open", "queued", "running")),
-                    Job.deadline_at < func.now(),
+            (
+                await session.execute(
+                    select(Job.id)
+                    .where(
+                        Job.status.in_(("open", "queued", "running")),
+                        Job.deadline_at < func.now(),
+                    )
+                    .limit(BATCH)
+                    .with_for_update(skip_locked=True)
                 )
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         for job_id in late:
             await session.execute(
                 update(Call)
@@ -121,13 +133,17 @@ async def reconcile(
     # 5. Step-style jobs left open past their expiry.
     async with transaction(sessionmaker) as session:
         expired = (
-            await session.execute(
-                select(Job)
-                .where(Job.status == "open", Job.expires_at < func.now())
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
+            (
+                await session.execute(
+                    select(Job)
+                    .where(Job.status == "open", Job.expires_at < func.now())
+                    .limit(BATCH)
+                    .with_for_update(skip_locked=True)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         for job in expired:
             await session.execute(
                 update(Call)
@@ -136,7 +152,10 @@ async def reconcile(
             )
             job.status = "expired"
             job.finished_at = func.now()
-            job.error = {"type": "expired", "message": "the job was not completed before it expired"}
+            job.error = {
+                "type": "expired",
+                "message": "the job was not completed before it expired",
+            }
             await record_job_event(session, job)
             report.expired += 1
 

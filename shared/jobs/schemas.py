@@ -65,7 +65,9 @@ class ChatRequest(BaseModel):
         if unknown:
             raise ValueError(f"unsupported parameter(s): {', '.join(unknown)}")
         if extra.pop("stream", False):
-            raise ValueError("stream is not supported for jobs; poll, stream events or use a webhook")
+            raise ValueError(
+                "stream is not supported for jobs; poll, stream events or use a webhook"
+            )
         return extra
 
     def body(self) -> dict[str, Any]:

@@ -117,7 +117,9 @@ class JobService:
 
     # -- validation -------------------------------------------------------------------------
 
-    def check_models(self, team: Team, requests: Sequence[ChatRequest], available: list[str]) -> None:
+    def check_models(
+        self, team: Team, requests: Sequence[ChatRequest], available: list[str]
+    ) -> None:
         """Every model must be served by the proxy and allowed for the team."""
         allowed = set(team.allowed_models or [])
         for index, req in enumerate(requests):
@@ -244,9 +246,7 @@ class JobService:
 
     async def create_step(self, team: Team, data: StepJobCreate) -> Job:
         if data.team_id is not None and data.team_id != team.id:
-            raise BadRequest(
-                "team_id does not match the API key's team", param="team_id"
-            )
+            raise BadRequest("team_id does not match the API key's team", param="team_id")
         ttl = data.ttl_seconds or self.settings.jobs_open_ttl_seconds
         job = Job(
             id=new_id("job"),
@@ -312,7 +312,7 @@ class JobService:
         return job
 
     async def cancel(self, team: Team, job_id: str) -> tuple[Job, list[str]]:
-        """Cancel a job's unfinished calls and the job; returns the ids of calls that were running."""
+        """Cancel the unfinished calls and the job; returns the ids of the calls it stopped."""
         job = await self.repo.get(team.id, job_id, for_update=True)
         if job is None:
             raise NotFound(f"no job {job_id!r}")

@@ -1,8 +1,8 @@
 """Calls to the LiteLLM proxy's OpenAI-compatible API.
 
-    LLMError
-    ├── TransientLLMError   connection errors, timeouts, 408/409/429/5xx: retry
-    └── PermanentLLMError   any other 4xx, or an unusable answer: fail now
+LLMError
+├── TransientLLMError   connection errors, timeouts, 408/409/429/5xx: retry
+└── PermanentLLMError   any other 4xx, or an unusable answer: fail now
 """
 
 from __future__ import annotations

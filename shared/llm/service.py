@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 from arq.connections import ArqRedis
@@ -13,7 +13,13 @@ from arq.connections import ArqRedis
 from shared.config import Settings
 from shared.db import SessionMaker, transaction
 from shared.jobs.lifecycle import CallOutcome, claim_call, finish_call, job_deadline, release_call
-from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError, chat_completion
+from shared.llm.client import (
+    LLMError,
+    LLMResult,
+    PermanentLLMError,
+    TransientLLMError,
+    chat_completion,
+)
 from shared.queue import enqueue_call
 from shared.retry import backoff
 
@@ -88,9 +94,7 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
         request.cancel()
         # The worker is stopping: hand the call back without counting this attempt.
         async with transaction(deps.sessionmaker) as session:
-            await release_call(
-                session, call_id, attempt, delay=0, error=None, refund_attempt=True
-            )
+            await release_call(session, call_id, attempt, delay=0, error=None, refund_attempt=True)
         # arq re-queues its cancelled task; this entry covers a worker that exits for good.
         await enqueue_call(deps.queue, call_id, attempts=attempt - 1)
         log.info("call re-queued at shutdown", extra=extra)
@@ -111,7 +115,12 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
                 await enqueue_call(deps.queue, call_id, attempts=attempt, defer_by=delay)
             log.info(
                 "call retry scheduled",
-                extra={**extra, "attempt": attempt, "delay_s": round(delay, 3), "status": exc.status},
+                extra={
+                    **extra,
+                    "attempt": attempt,
+                    "delay_s": round(delay, 3),
+                    "status": exc.status,
+                },
             )
             return "retry"
         return await _fail(deps, call_id, attempt, exc, extra)

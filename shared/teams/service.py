@@ -136,7 +136,7 @@ class TeamService:
         return key
 
     async def authenticate(self, raw: str) -> Team:
-        """The active team owning `raw`; 401 for an unknown/revoked/expired key, 403 if suspended."""
+        """The active team owning `raw`: 401 for an unknown/revoked/expired key, 403 suspended."""
         found = await self.repo.key_by_hash(hash_key(raw))
         if found is None:
             raise Unauthorized("invalid API key")

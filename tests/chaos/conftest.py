@@ -63,7 +63,9 @@ class Chaos:
         return worker
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+        return httpx.Client(
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+        )
 
     def seen(self, marker: str) -> list[dict[str, Any]]:
         url = f"http://127.0.0.1:{self.provider_port}/_control/requests"
@@ -86,7 +88,10 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     upgrade(db_url)
     proxy_port = free_port()
     proxy = start_proxy(
-        dict(os.environ, LITELLM_MASTER_KEY=MASTER_KEY), fake_proxy_config(logs, provider_url), proxy_port, logs
+        dict(os.environ, LITELLM_MASTER_KEY=MASTER_KEY),
+        fake_proxy_config(logs, provider_url),
+        proxy_port,
+        logs,
     )
     env = platform_env(db_url, "chaos:" + uuid.uuid4().hex[:6], f"http://127.0.0.1:{proxy_port}")
     env.update(
@@ -108,8 +113,12 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     api = start_api(env, api_port, logs)
     c = Chaos(root, pg, redis, provider_port, provider, env, f"http://127.0.0.1:{api_port}")
     admin = {"Authorization": f"Bearer {MASTER_KEY}"}
-    httpx.post(c.api_url + "/api/admin/teams", json={"team_id": "chaos", "name": "chaos"}, headers=admin).raise_for_status()
-    c.key = httpx.post(c.api_url + "/api/admin/teams/chaos/keys", json={}, headers=admin).json()["key"]
+    httpx.post(
+        c.api_url + "/api/admin/teams", json={"team_id": "chaos", "name": "chaos"}, headers=admin
+    ).raise_for_status()
+    c.key = httpx.post(c.api_url + "/api/admin/teams/chaos/keys", json={}, headers=admin).json()[
+        "key"
+    ]
     c.new_worker()
     yield c
     for w in c.workers:
@@ -121,7 +130,9 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     pg.stop()
 
 
-def wait_all_terminal(client: httpx.Client, job_ids: list[str], timeout: float = 120.0) -> list[dict[str, Any]]:
+def wait_all_terminal(
+    client: httpx.Client, job_ids: list[str], timeout: float = 120.0
+) -> list[dict[str, Any]]:
     """Poll until every job has ended (tolerating 503s while a dependency comes back)."""
     deadline = time.monotonic() + timeout
     pending = set(job_ids)

@@ -19,7 +19,11 @@ def _submit(client: httpx.Client, tag: str, jobs: int, calls: int, extra: str = 
     ids = []
     for j in range(jobs):
         requests = [
-            {"custom_id": f"c{i}", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} j{j} c{i} {extra}"}]}
+            {
+                "custom_id": f"c{i}",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} j{j} c{i} {extra}"}],
+            }
             for i in range(calls)
         ]
         r = client.post("/api/jobs", json={"requests": requests})
@@ -85,7 +89,11 @@ def test_postgres_restarted_during_load(chaos: Chaos) -> None:
         ids = _submit(client, tag, jobs=10, calls=10, extra="[[delay:300]]")
         _until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
         chaos.pg.stop()
-        probe = {"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} during"}]}]}
+        probe = {
+            "requests": [
+                {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} during"}]}
+            ]
+        }
         for _ in range(5):
             r = client.post("/api/jobs", json=probe)
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1

@@ -13,7 +13,9 @@ from tests.conftest import TeamClient, nonce
 MSG = [{"role": "user", "content": "hello"}]
 
 
-def _assert_error(response: httpx.Response, status: int, type_: str | None = None) -> dict[str, Any]:
+def _assert_error(
+    response: httpx.Response, status: int, type_: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) >= {"type", "message", "request_id"}
@@ -35,14 +37,38 @@ def _job_count(client: TeamClient) -> int:
         ({"requests": [{"messages": MSG}]}, 422, "validation_error"),
         ({"requests": [{"model": "gpt-4o-mini"}]}, 422, "validation_error"),
         ({"requests": [{"model": "gpt-4o-mini", "messages": []}]}, 422, "validation_error"),
-        ({"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "wizard", "content": "x"}]}]}, 422, "validation_error"),
+        (
+            {
+                "requests": [
+                    {"model": "gpt-4o-mini", "messages": [{"role": "wizard", "content": "x"}]}
+                ]
+            },
+            422,
+            "validation_error",
+        ),
         ({"requests": []}, 422, "validation_error"),
         ({}, 422, "validation_error"),
-        ({"requests": [{"model": "gpt-4o-mini", "messages": MSG, "api_base": "http://evil"}]}, 400, "invalid_request_error"),
-        ({"requests": [{"model": "gpt-4o-mini", "messages": MSG, "stream": True}]}, 400, "invalid_request_error"),
-        ({"requests": [{"custom_id": "x", "model": "gpt-4o-mini", "messages": MSG}] * 2}, 400, "invalid_request_error"),
+        (
+            {"requests": [{"model": "gpt-4o-mini", "messages": MSG, "api_base": "http://evil"}]},
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {"requests": [{"model": "gpt-4o-mini", "messages": MSG, "stream": True}]},
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {"requests": [{"custom_id": "x", "model": "gpt-4o-mini", "messages": MSG}] * 2},
+            400,
+            "invalid_request_error",
+        ),
         ({"requests": [{"model": "gpt-4o-mini", "messages": MSG}] * 51}, 400, "limit_exceeded"),
-        ({"requests": [{"model": "gpt-4o-mini", "messages": MSG}], "webhook_url": "not a url"}, 422, "validation_error"),
+        (
+            {"requests": [{"model": "gpt-4o-mini", "messages": MSG}], "webhook_url": "not a url"},
+            422,
+            "validation_error",
+        ),
     ],
 )
 def test_bad_submissions_are_refused_and_write_nothing(
@@ -54,9 +80,15 @@ def test_bad_submissions_are_refused_and_write_nothing(
 
 
 def test_malformed_json_and_oversized_body(team: TeamClient) -> None:
-    bad = team.post("/api/jobs", content=b'{"requests": [', headers={"content-type": "application/json"})
+    bad = team.post(
+        "/api/jobs", content=b'{"requests": [', headers={"content-type": "application/json"}
+    )
     _assert_error(bad, 400, "invalid_json")
-    big = {"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 300_000}]}]}
+    big = {
+        "requests": [
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 300_000}]}
+        ]
+    }
     _assert_error(team.post("/api/jobs", json=big), 413, "payload_too_large")
     assert _job_count(team) == 0
 
@@ -64,7 +96,9 @@ def test_malformed_json_and_oversized_body(team: TeamClient) -> None:
 def test_disallowed_model_for_the_team(make_team: Callable[..., TeamClient]) -> None:
     client = make_team(allowed_models=["gpt-4o-mini"])
     err = _assert_error(
-        client.post("/api/jobs", json={"requests": [{"model": "gpt-4o", "messages": MSG}]}), 403, "model_not_allowed"
+        client.post("/api/jobs", json={"requests": [{"model": "gpt-4o", "messages": MSG}]}),
+        403,
+        "model_not_allowed",
     )
     assert err["param"] == "requests[0].model"
     assert [m["id"] for m in client.get("/api/models").json()["data"]] == ["gpt-4o-mini"]
@@ -91,14 +125,21 @@ def test_auth_no_key_revoked_key_suspended_team(
     with httpx.Client(base_url=stack.api_url) as anon:
         _assert_error(anon.get("/api/jobs"), 401, "authentication_error")
         _assert_error(anon.get("/api/jobs", headers={"Authorization": "Bearer sk-wrong"}), 401)
-        _assert_error(anon.post("/api/jobs/create", json={"team_id": client.team_id, "job_type": "t"}), 401)
+        _assert_error(
+            anon.post("/api/jobs/create", json={"team_id": client.team_id, "job_type": "t"}), 401
+        )
         _assert_error(anon.get("/api/admin/teams"), 401)
-        _assert_error(anon.get("/api/admin/teams", headers={"Authorization": f"Bearer {client.key}"}), 401)
+        _assert_error(
+            anon.get("/api/admin/teams", headers={"Authorization": f"Bearer {client.key}"}), 401
+        )
 
     assert client.get("/api/jobs").status_code == 200
     assert admin.post(f"/api/admin/teams/{client.team_id}/suspend").json()["status"] == "suspended"
     _assert_error(client.get("/api/jobs"), 403, "team_suspended")
-    _assert_error(client.post("/api/jobs", json={"requests": [{"model": "gpt-4o-mini", "messages": MSG}]}), 403)
+    _assert_error(
+        client.post("/api/jobs", json={"requests": [{"model": "gpt-4o-mini", "messages": MSG}]}),
+        403,
+    )
     assert admin.post(f"/api/admin/teams/{client.team_id}/resume").json()["status"] == "active"
     assert client.get("/api/jobs").status_code == 200
 
@@ -109,11 +150,17 @@ def test_auth_no_key_revoked_key_suspended_team(
 
 def test_admin_team_and_key_management(admin: httpx.Client) -> None:
     team_id = "adm-" + nonce()
-    created = admin.post("/api/admin/teams", json={"team_id": team_id, "name": "Acme", "allowed_models": ["gpt-4o"]})
+    created = admin.post(
+        "/api/admin/teams", json={"team_id": team_id, "name": "Acme", "allowed_models": ["gpt-4o"]}
+    )
     assert created.status_code == 201
-    _assert_error(admin.post("/api/admin/teams", json={"team_id": team_id, "name": "Again"}), 409, "conflict")
+    _assert_error(
+        admin.post("/api/admin/teams", json={"team_id": team_id, "name": "Again"}), 409, "conflict"
+    )
     _assert_error(admin.post("/api/admin/teams", json={"team_id": "Bad Slug!", "name": "x"}), 422)
-    updated = admin.patch(f"/api/admin/teams/{team_id}", json={"name": "Acme Inc", "requests_per_minute": 60})
+    updated = admin.patch(
+        f"/api/admin/teams/{team_id}", json={"name": "Acme Inc", "requests_per_minute": 60}
+    )
     assert updated.json()["name"] == "Acme Inc" and updated.json()["allowed_models"] == ["gpt-4o"]
     assert admin.get(f"/api/admin/teams/{team_id}").json()["requests_per_minute"] == 60
     key = admin.post(f"/api/admin/teams/{team_id}/keys", json={"name": "ci"}).json()

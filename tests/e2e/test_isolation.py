@@ -10,9 +10,13 @@ from tests.conftest import TeamClient, nonce
 def test_team_b_cannot_see_or_touch_team_a_jobs(make_team: Callable[..., TeamClient]) -> None:
     a, b = make_team(), make_team()
     tag = nonce()
-    job = a.submit([{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} secret"}]}])
+    job = a.submit(
+        [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} secret"}]}]
+    )
     a.wait(job["id"])
-    call_id = a.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()["calls"][0]["id"]
+    call_id = a.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()["calls"][0][
+        "id"
+    ]
     step = a.post("/api/jobs/create", json={"job_type": "x"}).json()["id"]
 
     for method, path in [
@@ -24,7 +28,11 @@ def test_team_b_cannot_see_or_touch_team_a_jobs(make_team: Callable[..., TeamCli
         ("POST", f"/api/jobs/{step}/complete"),
         ("POST", f"/api/jobs/{step}/cancel"),
     ]:
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]} if path.endswith("/calls") else None
+        body = (
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+            if path.endswith("/calls")
+            else None
+        )
         r = b.request(method, path, json=body)
         assert r.status_code == 404, (method, path, r.text)
         assert r.json()["error"]["type"] == "not_found"

@@ -21,7 +21,11 @@ def test_batch_job_of_three_calls_succeeds_with_exact_tokens_and_cost(
 ) -> None:
     tag = nonce()
     requests = [
-        {"custom_id": f"c{i}", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} question number {i} " + "word " * i}]}
+        {
+            "custom_id": f"c{i}",
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"{tag} question number {i} " + "word " * i}],
+        }
         for i in range(3)
     ]
     job = team.submit(requests, job_type="summarize", metadata={"doc": 7})
@@ -40,7 +44,9 @@ def test_batch_job_of_three_calls_succeeds_with_exact_tokens_and_cost(
     total_cost = Decimal(0)
     sums = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     for call in full["calls"]:
-        content = next(c for c in seen if c.startswith(f"{tag} question number {call['custom_id'][1:]}"))
+        content = next(
+            c for c in seen if c.startswith(f"{tag} question number {call['custom_id'][1:]}")
+        )
         usage = seen[content]["usage"]
         assert call["usage"] == usage
         expected = price_in * usage["prompt_tokens"] + price_out * usage["completion_tokens"]
@@ -61,7 +67,14 @@ def test_results_json_and_jsonl_in_custom_id_order(team: TeamClient) -> None:
     tag = nonce()
     ids = ["b", "c", "a"]
     job = team.submit(
-        [{"custom_id": cid, "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} {cid}"}]} for cid in ids]
+        [
+            {
+                "custom_id": cid,
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} {cid}"}],
+            }
+            for cid in ids
+        ]
     )
     team.wait(job["id"])
     as_json = team.get(f"/api/jobs/{job['id']}/results").json()
@@ -77,14 +90,19 @@ def test_results_json_and_jsonl_in_custom_id_order(team: TeamClient) -> None:
 def test_step_style_flow_from_the_seed_bills_as_one_job(team: TeamClient) -> None:
     tag = nonce()
     created = team.post(
-        "/api/jobs/create", json={"team_id": team.team_id, "job_type": "test", "metadata": {"test": True}}
+        "/api/jobs/create",
+        json={"team_id": team.team_id, "job_type": "test", "metadata": {"test": True}},
     )
     assert created.status_code == 201, created.text
     job_id = created.json()["job_id"]
     assert created.json()["status"] == "open"
     first = team.post(
         f"/api/jobs/{job_id}/calls",
-        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} one"}], "wait": 30},
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"{tag} one"}],
+            "wait": 30,
+        },
     )
     assert first.status_code == 202, first.text
     assert first.json()["status"] == "succeeded"
@@ -98,12 +116,22 @@ def test_step_style_flow_from_the_seed_bills_as_one_job(team: TeamClient) -> Non
     assert closed.status_code == 200, closed.text
     done = team.wait(job_id)
     assert done["status"] == "succeeded"
-    assert done["request_counts"] == {"total": 2, "queued": 0, "running": 0, "succeeded": 2, "failed": 0, "cancelled": 0}
+    assert done["request_counts"] == {
+        "total": 2,
+        "queued": 0,
+        "running": 0,
+        "succeeded": 2,
+        "failed": 0,
+        "cancelled": 0,
+    }
     calls = team.get(f"/api/jobs/{job_id}", params={"include_calls": True}).json()["calls"]
     assert done["usage"]["total_tokens"] == sum(c["usage"]["total_tokens"] for c in calls)
     assert Decimal(done["cost_usd"]) == sum(Decimal(c["cost_usd"]) for c in calls)
     # closed jobs take no more calls
-    late = team.post(f"/api/jobs/{job_id}/calls", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+    late = team.post(
+        f"/api/jobs/{job_id}/calls",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert late.status_code == 409 and late.json()["error"]["type"] == "conflict"
     # another team's id in the seed body is refused
     other = team.post("/api/jobs/create", json={"team_id": "someone-else", "job_type": "test"})
@@ -114,13 +142,26 @@ def test_transient_provider_errors_are_retried(team: TeamClient, provider: httpx
     tag = nonce()
     job = team.submit(
         [
-            {"custom_id": "rl", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[fail:429:2]] [[retry-after:1]] a"}]},
-            {"custom_id": "5xx", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[fail:500:2]] b"}]},
+            {
+                "custom_id": "rl",
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "user", "content": f"{tag} [[fail:429:2]] [[retry-after:1]] a"}
+                ],
+            },
+            {
+                "custom_id": "5xx",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} [[fail:500:2]] b"}],
+            },
         ]
     )
     done = team.wait(job["id"])
     assert done["status"] == "succeeded", done
-    calls = {c["custom_id"]: c for c in team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()["calls"]}
+    calls = {
+        c["custom_id"]: c
+        for c in team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()["calls"]
+    }
     assert calls["rl"]["attempts"] == 3 and calls["5xx"]["attempts"] == 3
     seen = _seen(provider, tag)
     assert sorted(r["status"] for r in seen) == [200, 200, 429, 429, 500, 500]
@@ -131,12 +172,22 @@ def test_transient_provider_errors_are_retried(team: TeamClient, provider: httpx
     assert rl[1] - rl[0] >= 1.0 and rl[2] - rl[1] >= 1.0  # Retry-After: 1 honoured
 
 
-def test_client_error_fails_the_call_and_keeps_other_results(team: TeamClient, provider: httpx.Client) -> None:
+def test_client_error_fails_the_call_and_keeps_other_results(
+    team: TeamClient, provider: httpx.Client
+) -> None:
     tag = nonce()
     job = team.submit(
         [
-            {"custom_id": "bad", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[fail:400]]"}]},
-            {"custom_id": "good", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} fine"}]},
+            {
+                "custom_id": "bad",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} [[fail:400]]"}],
+            },
+            {
+                "custom_id": "good",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} fine"}],
+            },
         ]
     )
     done = team.wait(job["id"])
@@ -147,12 +198,16 @@ def test_client_error_fails_the_call_and_keeps_other_results(team: TeamClient, p
     assert "fake provider refused the request with 400" in results["bad"]["error"]["message"]
     assert results["bad"]["error"]["status"] == 400
     assert results["good"]["response"]["status_code"] == 200
-    assert len([r for r in _seen(provider, tag) if "[[fail:400]]" in r["content"]]) == 1  # not retried
+    assert (
+        len([r for r in _seen(provider, tag) if "[[fail:400]]" in r["content"]]) == 1
+    )  # not retried
     good_usage = next(r for r in _seen(provider, tag) if r["status"] == 200)["usage"]
     assert done["usage"] == good_usage
 
 
-def test_cancel_stops_queued_calls_from_reaching_the_provider(team: TeamClient, provider: httpx.Client) -> None:
+def test_cancel_stops_queued_calls_from_reaching_the_provider(
+    team: TeamClient, provider: httpx.Client
+) -> None:
     tag = nonce()
     # a slow first call keeps the job busy; the rest are held back by a step-style open job
     created = team.post("/api/jobs/create", json={"job_type": "cancel"}).json()
@@ -160,7 +215,10 @@ def test_cancel_stops_queued_calls_from_reaching_the_provider(team: TeamClient, 
     for i in range(5):
         r = team.post(
             f"/api/jobs/{job_id}/calls",
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[delay:3000]] {i}"}]},
+            json={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} [[delay:3000]] {i}"}],
+            },
         )
         assert r.status_code == 202
     cancelled = team.post(f"/api/jobs/{job_id}/cancel")
@@ -170,7 +228,9 @@ def test_cancel_stops_queued_calls_from_reaching_the_provider(team: TeamClient, 
     assert body["request_counts"]["cancelled"] == 5
     assert Decimal(body["credits_charged"]) == 0
     # a job submitted after the cancelled one runs to the end, so the queue has drained past it
-    marker = team.submit([{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} after"}]}])
+    marker = team.submit(
+        [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} after"}]}]
+    )
     team.wait(marker["id"])
     started = [r for r in _seen(provider, tag) if "[[delay:3000]]" in r["content"]]
     assert len(started) <= 5
@@ -184,18 +244,30 @@ def test_models_list_and_pagination(team: TeamClient) -> None:
     models = team.get("/api/models").json()
     assert {m["id"] for m in models["data"]} == {"gpt-4o-mini", "gpt-4o"}
     ids = [
-        team.submit([{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"p{i}"}]}], job_type="page")["id"]
+        team.submit(
+            [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"p{i}"}]}],
+            job_type="page",
+        )["id"]
         for i in range(5)
     ]
     page1 = team.get("/api/jobs", params={"limit": 2, "job_type": "page"}).json()
     assert [j["id"] for j in page1["data"]] == ids[::-1][:2] and page1["has_more"]
-    page2 = team.get("/api/jobs", params={"limit": 2, "job_type": "page", "after": page1["next_cursor"]}).json()
-    page3 = team.get("/api/jobs", params={"limit": 2, "job_type": "page", "after": page2["next_cursor"]}).json()
+    page2 = team.get(
+        "/api/jobs", params={"limit": 2, "job_type": "page", "after": page1["next_cursor"]}
+    ).json()
+    page3 = team.get(
+        "/api/jobs", params={"limit": 2, "job_type": "page", "after": page2["next_cursor"]}
+    ).json()
     assert [j["id"] for j in page2["data"] + page3["data"]] == ids[::-1][2:]
     assert not page3["has_more"] and page3["next_cursor"] is None
     for job_id in ids:
         team.wait(job_id)
-    assert all(j["status"] == "succeeded" for j in team.get("/api/jobs", params={"status": "succeeded", "job_type": "page"}).json()["data"])
+    assert all(
+        j["status"] == "succeeded"
+        for j in team.get("/api/jobs", params={"status": "succeeded", "job_type": "page"}).json()[
+            "data"
+        ]
+    )
 
 
 __all__ = ["Path"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 
 import httpx
@@ -33,7 +33,9 @@ def _wait_until(condition, timeout: float = 30.0, what: str = "condition"):  # t
 
 def test_fifty_concurrent_submissions_with_one_idempotency_key(team: TeamClient) -> None:
     key = "idem-" + nonce()
-    payload = {"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": key}]}]}
+    payload = {
+        "requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": key}]}]
+    }
 
     def submit(_: int) -> httpx.Response:
         return team.post("/api/jobs", json=payload, headers={"Idempotency-Key": key})
@@ -50,7 +52,11 @@ def test_fifty_concurrent_submissions_with_one_idempotency_key(team: TeamClient)
     team.wait(ids.pop())
     other = team.post(
         "/api/jobs",
-        json={"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "different"}]}]},
+        json={
+            "requests": [
+                {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "different"}]}
+            ]
+        },
         headers={"Idempotency-Key": key},
     )
     assert other.status_code == 409 and other.json()["error"]["type"] == "idempotency_conflict"
@@ -60,7 +66,14 @@ def test_cancel_aborts_a_running_call_and_discards_its_late_answer(
     team: TeamClient, provider: httpx.Client, stack: Stack
 ) -> None:
     tag = nonce()
-    job = team.submit([{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[delay:2500]]"}]}])
+    job = team.submit(
+        [
+            {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} [[delay:2500]]"}],
+            }
+        ]
+    )
     _wait_until(lambda: _seen(provider, tag), what="the provider to receive the call")
     running = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()
     assert running["status"] == "running" and running["calls"][0]["status"] == "running"
@@ -68,19 +81,34 @@ def test_cancel_aborts_a_running_call_and_discards_its_late_answer(
     assert cancelled["status"] == "cancelled"
     call_id = running["calls"][0]["id"]
     worker_log = stack.procs["worker"].log_path
-    _wait_until(lambda: f'"call_id": "{call_id}"' in worker_log.read_text() and "call aborted" in worker_log.read_text(), what="the worker to abort the request")
+    _wait_until(
+        lambda: (
+            f'"call_id": "{call_id}"' in worker_log.read_text()
+            and "call aborted" in worker_log.read_text()
+        ),
+        what="the worker to abort the request",
+    )
     # the provider finishes its (now orphaned) answer; it must not land in the job
-    _wait_until(lambda: _seen(provider, tag)[0].get("status") == 200, what="the provider's late answer")
+    _wait_until(
+        lambda: _seen(provider, tag)[0].get("status") == 200, what="the provider's late answer"
+    )
     final = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()
     assert final["status"] == "cancelled"
     assert final["calls"][0]["status"] == "cancelled" and final["calls"][0]["usage"] is None
     assert final["usage"]["total_tokens"] == 0 and Decimal(final["cost_usd"]) == 0
 
 
-def test_per_call_timeout_is_retried_then_fails_with_a_clear_error(team: TeamClient, provider: httpx.Client) -> None:
+def test_per_call_timeout_is_retried_then_fails_with_a_clear_error(
+    team: TeamClient, provider: httpx.Client
+) -> None:
     tag = nonce()
     job = team.submit(
-        [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[delay:3000]]"}]}],
+        [
+            {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} [[delay:3000]]"}],
+            }
+        ],
         timeout_seconds=0.5,
     )
     done = team.wait(job["id"], timeout=60)
@@ -95,8 +123,16 @@ def test_job_deadline_fails_unfinished_calls(team: TeamClient) -> None:
     tag = nonce()
     job = team.submit(
         [
-            {"custom_id": "fast", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} quick"}]},
-            {"custom_id": "slow", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} [[delay:5000]]"}]},
+            {
+                "custom_id": "fast",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} quick"}],
+            },
+            {
+                "custom_id": "slow",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{tag} [[delay:5000]]"}],
+            },
         ],
         deadline_seconds=1.5,
     )

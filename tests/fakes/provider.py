@@ -51,7 +51,11 @@ def usage_for(messages: list[dict[str, Any]], reply: str) -> dict[str, int]:
     """Deterministic token counts: words plus 4 per message, like a real tokenizer's overhead."""
     prompt = sum(len(_text([m]).split()) + 4 for m in messages)
     completion = max(1, len(reply.split()))
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 async def chat(request: Request) -> JSONResponse:
@@ -62,7 +66,12 @@ async def chat(request: Request) -> JSONResponse:
     attempts[text] += 1
     n = attempts[text]
     delay = float(markers.get("delay") or default_delay_ms)
-    record: dict[str, Any] = {"content": text, "attempt": n, "model": body.get("model"), "t": time.time()}
+    record: dict[str, Any] = {
+        "content": text,
+        "attempt": n,
+        "model": body.get("model"),
+        "t": time.time(),
+    }
     seen.append(record)
     if delay:
         await asyncio.sleep(delay / 1000)
@@ -75,7 +84,11 @@ async def chat(request: Request) -> JSONResponse:
                 headers["Retry-After"] = markers["retry-after"]
             record["status"] = status
             message = f"fake provider refused the request with {status} (attempt {n})"
-            error = {"message": message, "type": "invalid_request_error" if status < 500 else "server_error", "code": str(status)}
+            error = {
+                "message": message,
+                "type": "invalid_request_error" if status < 500 else "server_error",
+                "code": str(status),
+            }
             return JSONResponse({"error": error}, status_code=status, headers=headers)
     words = text.split()
     reply = "echo: " + " ".join(w for w in words if not MARKER.match(w))[:200]
@@ -90,7 +103,11 @@ async def chat(request: Request) -> JSONResponse:
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_" + uuid.uuid4().hex[:12], "type": "function", "function": {"name": fn, "arguments": json.dumps({"q": "fake"})}}
+                {
+                    "id": "call_" + uuid.uuid4().hex[:12],
+                    "type": "function",
+                    "function": {"name": fn, "arguments": json.dumps({"q": "fake"})},
+                }
             ],
         }
         finish = "tool_calls"
@@ -101,7 +118,9 @@ async def chat(request: Request) -> JSONResponse:
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+            ],
             "usage": usage,
         }
     )

@@ -6,7 +6,9 @@ from shared.config import DatabaseURL, Settings
 
 
 def test_railway_postgres_urls_are_understood() -> None:
-    url = DatabaseURL("postgres://u:p@db.internal:5432/railway?sslmode=require&pool_size=20&max_overflow=10")
+    url = DatabaseURL(
+        "postgres://u:p@db.internal:5432/railway?sslmode=require&pool_size=20&max_overflow=10"
+    )
     assert url.url() == "postgresql+asyncpg://u:p@db.internal:5432/railway"
     assert url.pool_size == 20 and url.max_overflow == 10
     assert url.connect_args == {"ssl": "require"}
@@ -17,15 +19,21 @@ def test_railway_postgres_urls_are_understood() -> None:
 
 
 def test_redis_url_from_host_port_password() -> None:
-    s = Settings(redis_url=None, redis_host="redis.railway.internal", redis_port=6380, redis_password="p@ss")
+    s = Settings(
+        redis_url=None, redis_host="redis.railway.internal", redis_port=6380, redis_password="p@ss"
+    )
     assert s.effective_redis_url == "redis://:p%40ss@redis.railway.internal:6380/0"
     assert Settings(redis_url="redis://x:1/2").effective_redis_url == "redis://x:1/2"
 
 
 def test_production_refuses_placeholder_secrets() -> None:
     with pytest.raises(RuntimeError, match="LITELLM_MASTER_KEY"):
-        Settings(environment="production", litellm_master_key="sk-prod-CHANGE-ME-TO-SECURE-RANDOM-KEY").check_production()
-    good = Settings(environment="production", litellm_master_key="sk-prod-8vN_zK2QmR4tX7wY3jL9pF1nH6cV5bA8")
+        Settings(
+            environment="production", litellm_master_key="sk-prod-CHANGE-ME-TO-SECURE-RANDOM-KEY"
+        ).check_production()
+    good = Settings(
+        environment="production", litellm_master_key="sk-prod-8vN_zK2QmR4tX7wY3jL9pF1nH6cV5bA8"
+    )
     good.check_production()
     assert good.admin_api_key == good.litellm_master_key
     Settings(environment="development").check_production()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.jobs.reconciler import reconcile
-from shared.llm.service import WorkerDeps, run_call as run_call_service
+from shared.llm.service import WorkerDeps
+from shared.llm.service import run_call as run_call_service
 
 
 def _deps(ctx: dict[str, Any]) -> WorkerDeps:
