@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import psycopg
 
 from cli.stack import Proc, free_port, spawn, write_proxy_config
@@ -17,6 +21,7 @@ PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MASTER_KEY = "sk-test-master-" + secrets.token_hex(8)
 MODELS = ("gpt-4o-mini", "gpt-4o")
+T = TypeVar("T")
 
 
 def create_database(prefix: str = "saasllm_test_") -> str:
@@ -82,3 +87,20 @@ def platform_env(database_url: str, queue: str, proxy_url: str) -> dict[str, str
         }
     )
     return env
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def provider_requests(provider: httpx.Client, marker: str) -> list[dict[str, Any]]:
+    """The requests the fake provider has seen whose content contains `marker`."""
+    return list(provider.get("/_control/requests", params={"contains": marker}).json())

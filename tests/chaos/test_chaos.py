@@ -5,12 +5,12 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.chaos.conftest import Chaos, report, wait_all_terminal
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -32,16 +32,6 @@ def _submit(client: httpx.Client, tag: str, jobs: int, calls: int, extra: str = 
     return ids
 
 
-def _until(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _running_calls(client: httpx.Client, ids: list[str]) -> int:
     return sum(client.get(f"/api/jobs/{j}").json()["request_counts"]["running"] for j in ids)
 
@@ -50,7 +40,7 @@ def test_kill_9_worker_with_hundreds_of_calls_in_flight(chaos: Chaos) -> None:
     tag = "kill9-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=20, calls=15, extra="[[delay:2000]]")
-        _until(lambda: len(chaos.seen(tag)) >= 200, 60, "200 calls in flight")
+        wait_until(lambda: len(chaos.seen(tag)) >= 200, 60, "200 calls in flight")
         worker = chaos.workers[-1]
         worker.popen.send_signal(signal.SIGKILL)
         worker.popen.wait(10)
@@ -69,7 +59,7 @@ def test_redis_restarted_empty_during_load(chaos: Chaos) -> None:
     tag = "redis-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=10, calls=10, extra="[[delay:500]]")
-        _until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
+        wait_until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
         chaos.redis_restart_empty()
         for w in chaos.workers:
             if not w.alive():  # a worker that lost Redis exits; its supervisor restarts it
@@ -87,7 +77,7 @@ def test_postgres_restarted_during_load(chaos: Chaos) -> None:
     statuses: dict[int, int] = {}
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=10, calls=10, extra="[[delay:300]]")
-        _until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
+        wait_until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
         chaos.pg.stop()
         probe = {
             "requests": [
@@ -141,7 +131,7 @@ def test_sigterm_drains_or_requeues(chaos: Chaos) -> None:
     tag = "term-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=10, calls=20, extra="[[delay:1500]]")
-        _until(lambda: len(chaos.seen(tag)) >= 50, 60, "calls in flight")
+        wait_until(lambda: len(chaos.seen(tag)) >= 50, 60, "calls in flight")
         worker = chaos.workers[-1]
         started = time.monotonic()
         worker.popen.send_signal(signal.SIGTERM)

@@ -10,10 +10,7 @@ import httpx
 
 from tests import litellm_prices
 from tests.conftest import TeamClient, nonce
-
-
-def _seen(provider: httpx.Client, marker: str) -> list[dict]:
-    return list(provider.get("/_control/requests", params={"contains": marker}).json())
+from tests.harness import provider_requests
 
 
 def test_batch_job_of_three_calls_succeeds_with_exact_tokens_and_cost(
@@ -38,7 +35,7 @@ def test_batch_job_of_three_calls_succeeds_with_exact_tokens_and_cost(
     assert done["started_at"] and done["finished_at"]
 
     full = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()
-    seen = {r["content"]: r for r in _seen(provider, tag)}
+    seen = {r["content"]: r for r in provider_requests(provider, tag)}
     assert len(seen) == 3
     price_in, price_out = litellm_prices.per_token("gpt-4o-mini")
     total_cost = Decimal(0)
@@ -163,7 +160,7 @@ def test_transient_provider_errors_are_retried(team: TeamClient, provider: httpx
         for c in team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()["calls"]
     }
     assert calls["rl"]["attempts"] == 3 and calls["5xx"]["attempts"] == 3
-    seen = _seen(provider, tag)
+    seen = provider_requests(provider, tag)
     assert sorted(r["status"] for r in seen) == [200, 200, 429, 429, 500, 500]
     # only the successful attempt is counted
     ok = [r for r in seen if r["status"] == 200]
@@ -199,9 +196,9 @@ def test_client_error_fails_the_call_and_keeps_other_results(
     assert results["bad"]["error"]["status"] == 400
     assert results["good"]["response"]["status_code"] == 200
     assert (
-        len([r for r in _seen(provider, tag) if "[[fail:400]]" in r["content"]]) == 1
+        len([r for r in provider_requests(provider, tag) if "[[fail:400]]" in r["content"]]) == 1
     )  # not retried
-    good_usage = next(r for r in _seen(provider, tag) if r["status"] == 200)["usage"]
+    good_usage = next(r for r in provider_requests(provider, tag) if r["status"] == 200)["usage"]
     assert done["usage"] == good_usage
 
 
@@ -232,7 +229,7 @@ def test_cancel_stops_queued_calls_from_reaching_the_provider(
         [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} after"}]}]
     )
     team.wait(marker["id"])
-    started = [r for r in _seen(provider, tag) if "[[delay:3000]]" in r["content"]]
+    started = [r for r in provider_requests(provider, tag) if "[[delay:3000]]" in r["content"]]
     assert len(started) <= 5
     again = team.post(f"/api/jobs/{job_id}/cancel")
     assert again.status_code == 409

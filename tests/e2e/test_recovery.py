@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -11,24 +10,11 @@ import httpx
 
 from cli.stack import Stack
 from tests.conftest import TeamClient, nonce
+from tests.harness import provider_requests, wait_until
 
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
-
-
-def _seen(provider: httpx.Client, marker: str) -> list[dict]:
-    return list(provider.get("/_control/requests", params={"contains": marker}).json())
-
-
-def _wait_until(condition, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_fifty_concurrent_submissions_with_one_idempotency_key(team: TeamClient) -> None:
@@ -74,14 +60,14 @@ def test_cancel_aborts_a_running_call_and_discards_its_late_answer(
             }
         ]
     )
-    _wait_until(lambda: _seen(provider, tag), what="the provider to receive the call")
+    wait_until(lambda: provider_requests(provider, tag), what="the provider to receive the call")
     running = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()
     assert running["status"] == "running" and running["calls"][0]["status"] == "running"
     cancelled = team.post(f"/api/jobs/{job['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
     call_id = running["calls"][0]["id"]
     worker_log = stack.procs["worker"].log_path
-    _wait_until(
+    wait_until(
         lambda: (
             f'"call_id": "{call_id}"' in worker_log.read_text()
             and "call aborted" in worker_log.read_text()
@@ -89,8 +75,9 @@ def test_cancel_aborts_a_running_call_and_discards_its_late_answer(
         what="the worker to abort the request",
     )
     # the provider finishes its (now orphaned) answer; it must not land in the job
-    _wait_until(
-        lambda: _seen(provider, tag)[0].get("status") == 200, what="the provider's late answer"
+    wait_until(
+        lambda: provider_requests(provider, tag)[0].get("status") == 200,
+        what="the provider's late answer",
     )
     final = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()
     assert final["status"] == "cancelled"
@@ -116,7 +103,7 @@ def test_per_call_timeout_is_retried_then_fails_with_a_clear_error(
     call = team.get(f"/api/jobs/{job['id']}", params={"include_calls": True}).json()["calls"][0]
     assert call["error"]["type"] == "timeout" and "0.5s" in call["error"]["message"]
     assert call["attempts"] == 4  # WORKER_MAX_ATTEMPTS in tests
-    assert len(_seen(provider, tag)) == 4
+    assert len(provider_requests(provider, tag)) == 4
 
 
 def test_job_deadline_fails_unfinished_calls(team: TeamClient) -> None:
