@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import DatabaseURL, Settings
@@ -76,7 +77,11 @@ async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
         timeout_seconds=settings.webhook_timeout_seconds,
         allow_private=settings.webhook_allow_private_networks,
     )
-    outcome, delay = await _record(deps, delivery, result)
+    try:
+        outcome, delay = await _record(deps, delivery, result)
+    except IntegrityError:
+        # The endpoint (and with it this delivery) was deleted during the attempt.
+        return "deleted"
     extra = {
         "delivery_id": delivery.id,
         "event_id": event.id,

@@ -117,6 +117,7 @@ def test_finished_job_reaches_the_receiver_signed_with_the_job_as_the_api_shows_
     rows = team.get("/api/webhooks/deliveries", params={"event_id": event["id"]}).json()["data"]
     assert [d["endpoint_id"] for d in rows] == [endpoint["id"]]
     assert len(receiver.requests) == 1
+    assert 'saas_llm_webhook_deliveries{status="succeeded"}' in team.get("/metrics").text
 
 
 def test_a_jobs_own_webhook_url_is_signed_with_the_team_secret(
