@@ -196,6 +196,8 @@ class EmbeddedPostgres:
                 "unix_socket_directories=",
                 "-c",
                 "max_connections=200",
+                "-c",
+                "shared_buffers=32MB",  # a laptop's database, not a server's
             ],
             {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
             self.log_dir,

@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ import httpx
 
 from cli.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
 from cli.models import DEMO_MODEL, model_list
-from cli.stack import BIN, Proc, start_api, start_proxy, start_worker, write_proxy_config
+from cli.stack import BIN, ROOT, Proc, start_api, start_proxy, start_worker, write_proxy_config
 
 DEMO_TEAM = "demo"
 READY_LINE = "saas-llm is up"
@@ -205,9 +206,17 @@ def up(opts: UpOptions) -> int:
         if stack.postgres is not None:
             stack.postgres.ensure_database()
 
-        from shared.migrations import upgrade
-
-        upgrade(env["DATABASE_URL"])
+        # In a child process: the supervisor then holds no SQLAlchemy/Alembic in memory while idle.
+        migrate = subprocess.run(
+            [sys.executable, "-m", "cli.main", "migrate", "--database-url", env["DATABASE_URL"]],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"migrations failed:\n{migrate.stdout}{migrate.stderr}")
 
         api = start_api(env, opts.api_port, log_dir, wait=False, own_group=True)
         stack.procs.append(api)
