@@ -238,7 +238,7 @@ class EmbeddedPostgres:
 
     def ensure_database(self, name: str = "saas_llm") -> None:
         """Create database `name` if missing."""
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         async def run() -> None:
             conn = await asyncpg.connect(self.url("postgres"))

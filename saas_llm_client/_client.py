@@ -316,7 +316,7 @@ class AsyncClient(_Base):
         self,
         job_id: str,
         *,
-        timeout: float = 600.0,  # noqa: ASYNC109 - same signature as Client.wait
+        timeout: float = 600.0,
         poll_interval: float = 0.5,
         on_progress: Progress | None = None,
     ) -> Job:
