@@ -5,7 +5,7 @@ each provider latency (0 ms and 100 ms by default):
   * baseline: N chat completions straight to the proxy at concurrency C;
   * platform: N one-call jobs submitted at concurrency C, each timed from submit to done
     (the job's own created_at -> finished_at).
-Prints jobs/s, p50/p99 and the ratio of the two. Usage:
+Prints jobs/s, p50/p99, the ratio of the two, and job-end -> webhook-arrival p50/p99. Usage:
     python -m bench.throughput [--jobs 300] [--concurrency 50] [--latencies 0,100]
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 import time
 import uuid
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 from cli.stack import Stack, free_port, start_api, start_proxy, start_worker
+from tests.fakes.receiver import Receiver
 from tests.harness import (
     MASTER_KEY,
     create_database,
@@ -79,8 +81,29 @@ async def baseline(proxy_url: str, n: int, concurrency: int, delay_ms: int) -> d
     return {"rate": n / wall, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
 
 
+def webhook_lag(receiver: Receiver, tag: str, finished: dict[str, datetime], n: int) -> list[float]:
+    """Seconds from each job's end to its webhook's arrival at the receiver."""
+    deadline = time.monotonic() + 120
+    while True:
+        arrived: dict[str, float] = {}
+        for received in list(receiver.requests):
+            data = json.loads(received.body)["data"]
+            if data.get("job_type") == tag:
+                arrived.setdefault(data["id"], received.at)
+        if len(arrived) >= n or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(arrived) == n, f"{len(arrived)} of {n} webhooks arrived"
+    return [arrived[j] - finished[j].timestamp() for j in arrived]
+
+
 async def platform(
-    api_url: str, key: str, n: int, concurrency: int, delay_ms: int
+    api_url: str,
+    key: str,
+    n: int,
+    concurrency: int,
+    delay_ms: int,
+    receiver: Receiver | None = None,
 ) -> dict[str, float]:
     tag = uuid.uuid4().hex[:6]
     job_ids: list[str] = []
@@ -112,6 +135,7 @@ async def platform(
             await asyncio.sleep(0.05)
         wall = time.perf_counter() - started
         latencies: list[float] = []
+        finished_at: dict[str, datetime] = {}
         statuses: dict[str, int] = {}
         cursor = None
         while True:
@@ -123,12 +147,16 @@ async def platform(
                 statuses[job["status"]] = statuses.get(job["status"], 0) + 1
                 created = datetime.fromisoformat(job["created_at"])
                 finished = datetime.fromisoformat(job["finished_at"])
+                finished_at[job["id"]] = finished
                 latencies.append((finished - created).total_seconds())
             if not page["has_more"]:
                 break
             cursor = page["next_cursor"]
     assert statuses == {"succeeded": n}, statuses
+    lag = webhook_lag(receiver, tag, finished_at, n) if receiver else [0.0]
     return {
+        "hook_p50": pct(lag, 0.5),
+        "hook_p99": pct(lag, 0.99),
         "rate": n / wall,
         "submit_rate": n / submit_wall,
         "p50": pct(latencies, 0.5),
@@ -158,6 +186,8 @@ def main() -> None:
         )
         proxy_url = f"http://127.0.0.1:{proxy_port}"
         env = platform_env(db, "saas-llm-bench:" + uuid.uuid4().hex[:6], proxy_url)
+        env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
+        receiver = Receiver().start()
         api_port = free_port()
         stack = Stack(
             env=env, api_url=f"http://127.0.0.1:{api_port}", proxy_url=proxy_url, log_dir=log_dir
@@ -172,6 +202,11 @@ def main() -> None:
         key = httpx.post(
             stack.api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin
         ).json()["key"]
+        httpx.post(
+            stack.api_url + "/api/webhooks/endpoints",
+            json={"url": receiver.url},
+            headers={"Authorization": f"Bearer {key}"},
+        ).raise_for_status()
         # warm both paths (imports, pools, model list cache)
         asyncio.run(baseline(proxy_url, 20, 5, 0))
         asyncio.run(platform(stack.api_url, key, 20, 5, 0))
@@ -180,17 +215,20 @@ def main() -> None:
             f"jobs={args.jobs} concurrency={args.concurrency} (1 call per job, 1 worker, 1 API process)"
         )
         print(
-            f"{'latency':>8} | {'proxy req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'jobs/s':>7} {'submit/s':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
+            f"{'latency':>8} | {'proxy req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'jobs/s':>7} {'submit/s':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5} | {'hook p50':>8} {'p99 ms':>7}"
         )
         for delay in [int(x) for x in args.latencies.split(",")]:
             b = asyncio.run(baseline(proxy_url, args.jobs, args.concurrency, delay))
-            p = asyncio.run(platform(stack.api_url, key, args.jobs, args.concurrency, delay))
+            p = asyncio.run(
+                platform(stack.api_url, key, args.jobs, args.concurrency, delay, receiver)
+            )
             print(
                 f"{delay:>6}ms | {b['rate']:>11.1f} {b['p50'] * 1000:>7.0f} {b['p99'] * 1000:>7.0f} | "
                 f"{p['rate']:>7.1f} {p['submit_rate']:>8.1f} {p['p50'] * 1000:>7.0f} {p['p99'] * 1000:>7.0f} | "
-                f"{p['rate'] / b['rate']:>5.2f}"
+                f"{p['rate'] / b['rate']:>5.2f} | {p['hook_p50'] * 1000:>8.0f} {p['hook_p99'] * 1000:>7.0f}"
             )
         stack.stop()
+        receiver.stop()
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import httpx
 from arq.connections import ArqRedis
@@ -20,10 +22,12 @@ from shared.llm.client import (
     TransientLLMError,
     chat_completion,
 )
+from shared.models import Job
 from shared.queue import enqueue_call
 from shared.retry import backoff
 
 log = logging.getLogger("saas_llm.worker")
+T = TypeVar("T")
 DEADLINE_EXCEEDED = PermanentLLMError("the job's deadline passed before this call could finish")
 DEADLINE_EXCEEDED.type = "deadline_exceeded"
 
@@ -107,10 +111,7 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
                 cap=settings.worker_retry_max_seconds,
                 retry_after=exc.retry_after,
             )
-            async with transaction(deps.sessionmaker) as session:
-                released = await release_call(
-                    session, call_id, attempt, delay=delay, error=exc.as_error()
-                )
+            released = await _release(deps, call_id, attempt, delay, exc.as_error())
             if released:
                 await enqueue_call(deps.queue, call_id, attempts=attempt, defer_by=delay)
             log.info(
@@ -128,12 +129,40 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
         return await _fail(deps, call_id, attempt, exc, extra)
     finally:
         deps.inflight.pop(call_id, None)
-    async with transaction(deps.sessionmaker) as session:
-        ended = await finish_call(session, call_id, attempt, _success(result))
+    ended = await _finish(deps, call_id, attempt, _success(result))
     log.info("call succeeded", extra={**extra, "latency_ms": result.latency_ms})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
     return "succeeded"
+
+
+async def _uninterrupted(coro: Coroutine[Any, Any, T]) -> T:
+    """Complete a database write even if the worker is stopped meanwhile, then re-raise the stop;
+    otherwise a call whose answer arrived would stay `running` until its lease ran out."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def _finish(deps: WorkerDeps, call_id: str, attempt: int, outcome: CallOutcome) -> Job | None:
+    async def write() -> Job | None:
+        async with transaction(deps.sessionmaker) as session:
+            return await finish_call(session, call_id, attempt, outcome)
+
+    return await _uninterrupted(write())
+
+
+async def _release(
+    deps: WorkerDeps, call_id: str, attempt: int, delay: float, error: dict[str, Any]
+) -> bool:
+    async def write() -> bool:
+        async with transaction(deps.sessionmaker) as session:
+            return await release_call(session, call_id, attempt, delay=delay, error=error)
+
+    return await _uninterrupted(write())
 
 
 async def _fail(
@@ -141,10 +170,7 @@ async def _fail(
 ) -> str:
     error = exc.as_error()
     error["attempts"] = attempt
-    async with transaction(deps.sessionmaker) as session:
-        ended = await finish_call(
-            session, call_id, attempt, CallOutcome(status="failed", error=error)
-        )
+    ended = await _finish(deps, call_id, attempt, CallOutcome(status="failed", error=error))
     log.warning("call failed", extra={**extra, "error": exc.message[:500]})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
