@@ -293,7 +293,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o")
     for p in jobs.choices.values():
         p.set_defaults(func=cmd_jobs)
+    hooks = sub.add_parser("webhooks", help="work with webhooks locally").add_subparsers(
+        dest="action", required=True
+    )
+    p = hooks.add_parser("listen", help="receive, verify and print webhooks")
+    p.add_argument("--secret", default=os.environ.get("SAAS_LLM_WEBHOOK_SECRET"), required=False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--full", action="store_true", help="print whole payloads")
+    p.set_defaults(func=cmd_webhooks_listen)
     return parser
+
+
+def cmd_webhooks_listen(args: argparse.Namespace) -> int:
+    from cli.listen import serve
+
+    if not args.secret:
+        print("error: --secret (or SAAS_LLM_WEBHOOK_SECRET) is required", file=sys.stderr)
+        return 2
+    serve(args.host, args.port, args.secret, full=args.full)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

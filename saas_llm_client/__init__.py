@@ -21,6 +21,7 @@ from saas_llm_client._errors import (
     WaitTimeout,
 )
 from saas_llm_client._types import TERMINAL, Call, Job, JobPage, RequestCounts, Result, Usage
+from saas_llm_client._webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "TERMINAL",
@@ -40,5 +41,7 @@ __all__ = [
     "SaaSLLMError",
     "Usage",
     "WaitTimeout",
+    "WebhookVerificationError",
     "request",
+    "verify_webhook",
 ]
