@@ -7,6 +7,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,55 @@ def provider(fake_provider: str) -> Iterator[httpx.Client]:
 
 def nonce() -> str:
     return uuid.uuid4().hex[:12]
+
+
+Platform = tuple[TeamClient, dict[str, str], dict[str, Proc]]
+OwnPlatform = Callable[..., AbstractContextManager[Platform]]
+
+
+@contextmanager
+def private_platform(proxy: str, log_dir: Path, **overrides: str) -> Iterator[Platform]:
+    """API and worker on a private database and queue, with `overrides` in their environment.
+
+    For tests that need other worker settings than the session stack's, or a worker they can
+    kill; the shared worker cannot interfere. Yields a team's client, the environment and the
+    processes (a test may add to them; all are stopped at the end)."""
+    url = create_database("saasllm_wh_")
+    tag = nonce()
+    env = base_env(url, f"saas-llm-wh:{tag}", proxy)
+    env.update(overrides)
+    port = free_port()
+    procs: dict[str, Proc] = {}
+    client: TeamClient | None = None
+    try:
+        procs["api"] = start_api(env, port, log_dir, name=f"api-wh-{tag}")
+        procs["worker"] = start_worker(env, log_dir, name=f"worker-wh-{tag}")
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30
+        ) as admin:
+            team_id = "t-" + tag
+            r = admin.post("/api/admin/teams", json={"team_id": team_id, "name": tag})
+            assert r.status_code == 201, r.text
+            k = admin.post(f"/api/admin/teams/{team_id}/keys", json={"name": "t"})
+            assert k.status_code == 201, k.text
+        client = TeamClient(
+            base_url=base, headers={"Authorization": f"Bearer {k.json()['key']}"}, timeout=30
+        )
+        client.team_id, client.key, client.key_id = team_id, k.json()["key"], k.json()["id"]
+        yield client, env, procs
+    finally:
+        if client is not None:
+            client.close()
+        for proc in procs.values():
+            proc.stop()
+        drop_database(url)
+
+
+@pytest.fixture
+def own_platform(proxy: str, log_dir: Path) -> OwnPlatform:
+    """`with own_platform(WEBHOOK_X="1") as (team, env, procs):` a private API and worker."""
+    return partial(private_platform, proxy, log_dir)
 
 
 __all__ = ["Proc", "TeamClient", "nonce"]

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from cli.stack import Proc, free_port, start_api, start_worker
+from cli.stack import free_port, start_worker
 from shared.webhooks.delivery import generate_secret
-from tests.conftest import TeamClient, base_env, nonce
+from tests.conftest import OwnPlatform, TeamClient, nonce
 from tests.fakes.receiver import Receiver, Reply
-from tests.harness import MASTER_KEY, create_database, drop_database
+from tests.harness import wait_until
 
 
 @pytest.fixture
@@ -26,16 +23,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
     r.stop()
-
-
-def _until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _endpoint(team: TeamClient, url: str, **extra: Any) -> dict[str, Any]:
@@ -61,7 +48,7 @@ def _event(team: TeamClient, job_id: str) -> dict[str, Any]:
         data = team.get("/api/webhooks/events", params={"job_id": job_id}).json()["data"]
         return data[0] if data else None
 
-    return dict(_until(found, what=f"the event of {job_id}"))
+    return dict(wait_until(found, what=f"the event of {job_id}"))
 
 
 def _delivery(team: TeamClient, event_id: str, endpoint_id: str | None) -> dict[str, Any]:
@@ -76,7 +63,7 @@ def _settled(team: TeamClient, event_id: str, endpoint_id: str | None) -> dict[s
         d = _delivery(team, event_id, endpoint_id)
         return d if d["status"] != "pending" else None
 
-    return dict(_until(done, what="the delivery to settle"))
+    return dict(wait_until(done, what="the delivery to settle"))
 
 
 def _attempts(team: TeamClient, delivery_id: str) -> list[dict[str, Any]]:
@@ -313,45 +300,10 @@ def test_another_team_sees_none_of_a_teams_webhooks(
 # -- a platform of its own: a worker with different settings, or one the test kills --------------
 
 
-@contextmanager
-def _own_platform(
-    proxy: str, log_dir: Path, **overrides: str
-) -> Iterator[tuple[TeamClient, dict[str, str], dict[str, Proc]]]:
-    """API and worker on a private database and queue, so the shared worker cannot interfere."""
-    url = create_database("saasllm_wh_")
-    tag = nonce()
-    env = base_env(url, f"saas-llm-wh:{tag}", proxy)
-    env.update(overrides)
-    port = free_port()
-    procs: dict[str, Proc] = {}
-    client: TeamClient | None = None
-    try:
-        procs["api"] = start_api(env, port, log_dir, name=f"api-wh-{tag}")
-        procs["worker"] = start_worker(env, log_dir, name=f"worker-wh-{tag}")
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {MASTER_KEY}"}
-        ) as admin:
-            team_id = "t-" + tag
-            assert (
-                admin.post("/api/admin/teams", json={"team_id": team_id, "name": tag}).status_code
-                == 201
-            )
-            key = admin.post(f"/api/admin/teams/{team_id}/keys", json={"name": "t"}).json()["key"]
-        client = TeamClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        yield client, env, procs
-    finally:
-        if client is not None:
-            client.close()
-        for proc in procs.values():
-            proc.stop()
-        drop_database(url)
-
-
 def test_with_the_guard_on_a_loopback_address_is_refused_and_nothing_is_sent(
-    proxy: str, log_dir: Path, receiver: Receiver
+    own_platform: OwnPlatform, receiver: Receiver
 ) -> None:
-    with _own_platform(proxy, log_dir, WEBHOOK_ALLOW_PRIVATE_NETWORKS="false") as (team, _, _):
+    with own_platform(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false") as (team, _, _):
         endpoint = _endpoint(team, f"http://localhost:{receiver.port}/hook")
         event = _event(team, _step_job(team))
         delivery = _settled(team, event["id"], endpoint["id"])
@@ -364,12 +316,128 @@ def test_with_the_guard_on_a_loopback_address_is_refused_and_nothing_is_sent(
         assert receiver.requests == []
 
 
+def test_once_the_grace_period_is_over_only_the_new_secret_signs(
+    own_platform: OwnPlatform, receiver: Receiver
+) -> None:
+    grace = 3.0
+    job_hook = Receiver().start()  # a job's own webhook_url: signed with the team secret
+    try:
+        with own_platform(WEBHOOK_SECRET_GRACE_SECONDS=str(int(grace))) as (team, _, _):
+            endpoint = _endpoint(team, receiver.url)
+            # (where the secret is read, where it is rotated, who receives what it signs)
+            targets = [
+                (
+                    f"/api/webhooks/endpoints/{endpoint['id']}/secret",
+                    f"/api/webhooks/endpoints/{endpoint['id']}/rotate-secret",
+                    receiver,
+                ),
+                ("/api/webhooks/secret", "/api/webhooks/secret/rotate", job_hook),
+            ]
+            old, new = [], []
+            for read, rotate, _ in targets:
+                old.append(team.get(read).json()["secret"])
+                before = datetime.now(UTC)
+                rotated = team.post(rotate)
+                assert rotated.status_code == 200, rotated.text
+                expires = datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
+                # the private worker's grace applies, not the 24 h default
+                assert before < expires <= datetime.now(UTC) + timedelta(seconds=grace + 1)
+                new.append(rotated.json()["secret"])
+                assert new[-1] != old[-1] and team.get(read).json()["secret"] == new[-1]
+
+            _step_job(team, webhook_url=job_hook.url)
+            for (_, _, hook), old_secret, new_secret in zip(targets, old, new, strict=True):
+                got = hook.wait_for(1)[0]
+                assert len(got.headers["webhook-signature"].split(" ")) == 2, "sent after grace"
+                Webhook(old_secret).verify(got.body, got.headers)
+                Webhook(new_secret).verify(got.body, got.headers)
+
+            def expired() -> bool:
+                return all(
+                    team.get(read).json()["previous_secret_expires_at"] is None
+                    for read, _, _ in targets
+                )
+
+            wait_until(expired, timeout=grace + 30, what="the previous secrets to expire")
+            job_id = _step_job(team, webhook_url=job_hook.url)
+            event = _event(team, job_id)
+            for (read, _, hook), old_secret, new_secret in zip(targets, old, new, strict=True):
+                got = hook.wait_for(2)[1]
+                assert got.headers["webhook-id"] == event["id"]
+                assert len(got.headers["webhook-signature"].split(" ")) == 1
+                payload = Webhook(new_secret).verify(got.body, got.headers)
+                assert payload["data"]["id"] == job_id
+                with pytest.raises(WebhookVerificationError):
+                    Webhook(old_secret).verify(got.body, got.headers)
+                assert team.get(read).json()["secret"] == new_secret
+                assert len(hook.requests) == 2
+    finally:
+        job_hook.stop()
+
+
+def test_an_endpoint_failing_for_the_whole_window_is_disabled_and_gets_no_later_events(
+    own_platform: OwnPlatform, receiver: Receiver
+) -> None:
+    window, schedule = 2.0, "0,1,1,1,1,1,1,1"  # the schedule outlasts the window
+    failing = Receiver().start()
+    failing.default = Reply(500, body="down")
+    try:
+        with own_platform(
+            WEBHOOK_DISABLE_AFTER_SECONDS=str(int(window)), WEBHOOK_RETRY_SCHEDULE=schedule
+        ) as (team, _, _):
+            dead = _endpoint(team, failing.url)
+            alive = _endpoint(team, receiver.url)
+            first = _event(team, _step_job(team))
+
+            def disabled() -> dict[str, Any] | None:
+                state = dict(team.get(f"/api/webhooks/endpoints/{dead['id']}").json())
+                return state if not state["enabled"] else None
+
+            state = wait_until(disabled, what="the failing endpoint to be disabled")
+            assert state["disabled_reason"] == "failing" and state["failing_since"] is not None
+            delivery = _settled(team, first["id"], dead["id"])
+            assert delivery["status"] == "failed" and delivery["last_status_code"] == 500
+            # the round ended because the endpoint was disabled, not because the schedule did
+            assert 3 <= delivery["attempts"] < len(schedule.split(","))
+            attempts = _attempts(team, delivery["id"])
+            assert [a["status_code"] for a in attempts] == [500] * delivery["attempts"]
+            sent = [r.at for r in failing.requests]
+            assert len(sent) == delivery["attempts"]
+            # disabled by the first failure at least `window` after the first one, not before
+            assert sent[-1] - sent[0] >= window - 0.1
+            assert sent[-2] - sent[0] < window + 0.1
+            assert _settled(team, first["id"], alive["id"])["status"] == "succeeded"
+
+            second = _event(team, _step_job(team))
+            got = receiver.wait_for(2)
+            assert {g.headers["webhook-id"] for g in got} == {first["id"], second["id"]}
+            rows = team.get("/api/webhooks/deliveries", params={"event_id": second["id"]}).json()
+            assert [d["endpoint_id"] for d in rows["data"]] == [alive["id"]]
+            assert _settled(team, second["id"], alive["id"])["status"] == "succeeded"
+            assert len(failing.requests) == delivery["attempts"]
+            # nor is it a target of a redelivery or a replay while disabled
+            redo = team.post(f"/api/webhooks/events/{first['id']}/redeliver").json()
+            assert [d["endpoint_id"] for d in redo["data"]] == [alive["id"]]
+            replay = team.post(
+                f"/api/webhooks/endpoints/{dead['id']}/replay",
+                json={"since": "2020-01-01T00:00:00Z"},
+            )
+            assert replay.status_code == 409, replay.text
+            assert _settled(team, first["id"], alive["id"])["status"] == "succeeded"
+            assert len(receiver.wait_for(3)) == 3
+            assert len(failing.requests) == delivery["attempts"]
+            state = team.get(f"/api/webhooks/endpoints/{dead['id']}").json()
+            assert state["enabled"] is False and state["disabled_reason"] == "failing"
+    finally:
+        failing.stop()
+
+
 @pytest.mark.chaos
 def test_a_worker_killed_mid_delivery_delivers_once_it_is_back(
-    proxy: str, log_dir: Path, receiver: Receiver
+    own_platform: OwnPlatform, log_dir: Path, receiver: Receiver
 ) -> None:
     # Lease = timeout + 5 s: a dead worker's attempt is retried that long after it began.
-    with _own_platform(proxy, log_dir, WEBHOOK_TIMEOUT_SECONDS="2") as (team, env, procs):
+    with own_platform(WEBHOOK_TIMEOUT_SECONDS="2") as (team, env, procs):
         endpoint = _endpoint(team, receiver.url)
         receiver.reply(Reply(hang=True))  # the first attempt never gets its answer
         job = team.submit(
