@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        queue = await create_queue(settings)
+        queue = await create_queue(settings, retry_attempts=1)
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         app.state.saas = AppState(
             settings=settings,

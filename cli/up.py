@@ -36,6 +36,8 @@ from cli.stack import BIN, ROOT, Proc, start_api, start_proxy, start_worker, wri
 DEMO_TEAM = "demo"
 READY_LINE = "saas-llm is up"
 
+MAX_WORKER_RESTARTS = 20
+
 
 @dataclass
 class UpOptions:
@@ -248,12 +250,22 @@ def up(opts: UpOptions) -> int:
                 "--prompt 'Say hello' --wait"
             )
         _say("Press Ctrl-C to stop.")
+        worker_restarts = 0
         while not stop_requested.is_set():
-            for proc in stack.procs:
-                if not proc.alive():
-                    code = proc.popen.returncode
-                    _say(f"{proc.name} exited ({code}); stopping:\n{proc.log_tail()}")
-                    return 1
+            for index, proc in enumerate(stack.procs):
+                if proc.alive():
+                    continue
+                code = proc.popen.returncode
+                if proc is worker and worker_restarts < MAX_WORKER_RESTARTS:
+                    # Like Railway's ON_FAILURE policy: a worker holds no state, so start another
+                    # (it exits when it loses Redis for longer than its retries cover).
+                    worker_restarts += 1
+                    _say(f"worker exited ({code}); restarting ({worker_restarts})")
+                    worker = start_worker(env, log_dir, wait=False, own_group=True)
+                    stack.procs[index] = worker
+                    continue
+                _say(f"{proc.name} exited ({code}); stopping:\n{proc.log_tail()}")
+                return 1
             stop_requested.wait(0.5)
         return 0
     except _Stop:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_password: str | None = None
+    # Commands retry through a Redis restart for about this many attempts (backoff capped at 2 s)
+    # before the process gives up; the worker's default rides out a restart of up to ~1 minute.
+    redis_retry_attempts: int = 30
 
     litellm_master_key: str = DEV_MASTER_KEY
     litellm_proxy_url: str = "http://127.0.0.1:4000"

@@ -11,6 +11,10 @@ import json
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 
@@ -20,7 +24,8 @@ CANCEL_CHANNEL_SUFFIX = ":cancel"
 
 
 def serialize(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+    # default=str: arq also stores failure results, which may hold exception objects.
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
 
 
 def deserialize(raw: bytes) -> dict[str, Any]:
@@ -28,17 +33,21 @@ def deserialize(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
+def redis_settings(settings: Settings, *, retry_attempts: int | None = None) -> RedisSettings:
+    """Connection settings; commands retry on connection errors so a Redis restart is survived."""
     rs = RedisSettings.from_dsn(settings.effective_redis_url)
     rs.conn_timeout = 5
     rs.conn_retries = 2
+    attempts = settings.redis_retry_attempts if retry_attempts is None else retry_attempts
+    rs.retry_on_error = [RedisConnectionError, RedisTimeoutError, ConnectionError, OSError]
+    rs.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), attempts)
     return rs
 
 
-async def create_queue(settings: Settings) -> ArqRedis:
+async def create_queue(settings: Settings, *, retry_attempts: int | None = None) -> ArqRedis:
     """A connection pool to the queue's Redis."""
     return await create_pool(
-        redis_settings(settings),
+        redis_settings(settings, retry_attempts=retry_attempts),
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=settings.worker_queue_name,

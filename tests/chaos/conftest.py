@@ -37,6 +37,8 @@ class Chaos:
     api_url: str
     key: str = ""
     workers: list[Proc] = field(default_factory=list)
+    started_workers: int = 0
+    restarts: int = 0
 
     def restart_provider(self) -> None:
         self.provider.stop()
@@ -58,9 +60,18 @@ class Chaos:
         self.redis.start()
 
     def new_worker(self) -> Proc:
-        worker = start_worker(self.env, self.root / "logs", name=f"worker-{len(self.workers)}")
+        self.started_workers += 1
+        worker = start_worker(self.env, self.root / "logs", name=f"worker-{self.started_workers}")
         self.workers.append(worker)
         return worker
+
+    def replace_dead_workers(self) -> int:
+        """Start a new worker for each one that exited, as a supervisor would; returns how many."""
+        dead = [w for w in self.workers if not w.alive()]
+        for worker in dead:
+            self.workers.remove(worker)
+            self.new_worker()
+        return len(dead)
 
     def client(self) -> httpx.Client:
         return httpx.Client(
@@ -131,13 +142,16 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
 
 
 def wait_all_terminal(
-    client: httpx.Client, job_ids: list[str], timeout: float = 120.0
+    client: httpx.Client, job_ids: list[str], timeout: float = 120.0, chaos: Chaos | None = None
 ) -> list[dict[str, Any]]:
-    """Poll until every job has ended (tolerating 503s while a dependency comes back)."""
+    """Poll until every job has ended (tolerating 503s while a dependency comes back); with
+    `chaos`, act as the workers' supervisor meanwhile (restart those that exited)."""
     deadline = time.monotonic() + timeout
     pending = set(job_ids)
     jobs: dict[str, dict[str, Any]] = {}
     while pending:
+        if chaos is not None:
+            chaos.restarts += chaos.replace_dead_workers()
         for job_id in list(pending):
             try:
                 r = client.get(f"/api/jobs/{job_id}", params={"include_calls": True})

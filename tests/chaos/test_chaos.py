@@ -44,6 +44,7 @@ def test_kill_9_worker_with_hundreds_of_calls_in_flight(chaos: Chaos) -> None:
         worker = chaos.workers[-1]
         worker.popen.send_signal(signal.SIGKILL)
         worker.popen.wait(10)
+        chaos.workers.remove(worker)
         in_flight = _running_calls(client, ids)
         assert in_flight >= 200
         chaos.new_worker()
@@ -61,11 +62,9 @@ def test_redis_restarted_empty_during_load(chaos: Chaos) -> None:
         ids = _submit(client, tag, jobs=10, calls=10, extra="[[delay:500]]")
         wait_until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
         chaos.redis_restart_empty()
-        for w in chaos.workers:
-            if not w.alive():  # a worker that lost Redis exits; its supervisor restarts it
-                chaos.workers.remove(w)
-                chaos.new_worker()
-        jobs = wait_all_terminal(client, ids, timeout=180)
+        chaos.restarts = 0
+        jobs = wait_all_terminal(client, ids, timeout=180, chaos=chaos)
+        print(f"\nCHAOS redis: workers restarted by the supervisor: {chaos.restarts}")
     repeated = len(chaos.seen(tag)) - 100
     lost, twice = report("redis restarted empty", 10, jobs, repeated)
     assert lost == 0 and twice == 0
@@ -93,11 +92,9 @@ def test_postgres_restarted_during_load(chaos: Chaos) -> None:
             g = client.get(f"/api/jobs/{ids[0]}")
             statuses[g.status_code] = statuses.get(g.status_code, 0) + 1
         chaos.restart_postgres()
-        for w in list(chaos.workers):
-            if not w.alive():
-                chaos.workers.remove(w)
-                chaos.new_worker()
-        jobs = wait_all_terminal(client, ids, timeout=180)
+        chaos.restarts = 0
+        jobs = wait_all_terminal(client, ids, timeout=180, chaos=chaos)
+        print(f"\nCHAOS postgres: workers restarted by the supervisor: {chaos.restarts}")
     print(f"\nCHAOS postgres outage: API answers during the outage {statuses}")
     assert set(statuses) == {503}
     lost, twice = report("postgres restarted", 10, jobs, len(chaos.seen(tag)) - 100)
@@ -132,7 +129,9 @@ def test_sigterm_drains_or_requeues(chaos: Chaos) -> None:
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=10, calls=20, extra="[[delay:1500]]")
         wait_until(lambda: len(chaos.seen(tag)) >= 50, 60, "calls in flight")
-        worker = chaos.workers[-1]
+        alive = [w for w in chaos.workers if w.alive()]
+        assert len(alive) == 1, [w.name for w in alive]
+        worker = alive[0]
         started = time.monotonic()
         worker.popen.send_signal(signal.SIGTERM)
         code = worker.popen.wait(30)
