@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import random
+from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Retry as RetryTask
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -56,6 +58,12 @@ async def create_queue(settings: Settings, *, retry_attempts: int | None = None)
 
 def cancel_channel(settings: Settings) -> str:
     return settings.worker_queue_name + CANCEL_CHANNEL_SUFFIX
+
+
+def retry_later(job_try: int) -> NoReturn:
+    """Ask arq to run the current task again after a short, growing, jittered delay."""
+    delay = min(0.1 * 2 ** min(job_try, 5), 2.0) * random.uniform(0.5, 1.0)
+    raise RetryTask(defer=delay)
 
 
 def call_task_id(call_id: str, attempts: int) -> str:

@@ -109,7 +109,8 @@ class WorkerSettings:
     poll_delay = settings.worker_poll_delay_seconds
     job_timeout = int(settings.worker_call_timeout_seconds + 60)
     keep_result = 0
-    max_tries = 20
+    # Tries are spent only by "team busy" retries and shutdowns; failures are handled in the task.
+    max_tries = 10_000
     job_completion_wait = int(settings.worker_drain_seconds)
     job_serializer = serialize
     job_deserializer = deserialize

@@ -16,6 +16,7 @@ from shared.jobs.schemas import CallOut, JobCreate, JobList, JobOut, StepCallCre
 from shared.jobs.service import JobService, call_out, job_out
 from shared.models import CALL_TERMINAL, Call
 from shared.queue import enqueue_call, enqueue_calls, publish_cancel
+from shared.teams.limits import consume_requests
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -54,6 +55,7 @@ async def submit_job(
     )
     if submitted.created:
         call_ids = submitted.call_ids
+        await consume_requests(state.queue, state.settings.worker_queue_name, team, len(call_ids))
         after_commit(session, lambda: enqueue_calls(state.queue, call_ids))
     else:
         response.headers["Idempotent-Replayed"] = "true"
@@ -76,6 +78,7 @@ async def add_call(
     """Queue one call on an open job; with `wait` > 0, answer when it ends (or the wait is over)."""
     service = JobService(session, state.settings)
     call = await service.add_call(team, job_id, data, await _available(state))
+    await consume_requests(state.queue, state.settings.worker_queue_name, team, 1)
     call_id = call.id
     after_commit(session, lambda: enqueue_call(state.queue, call_id))
     if data.wait <= 0:

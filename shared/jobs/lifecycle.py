@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.models import Call, Job
+from shared.models import Call, Job, Team
 from shared.webhooks.events import record_job_event
 
 ACTIVE_CALL = ("queued", "running")
@@ -36,8 +36,39 @@ class CallOutcome:
     litellm_call_id: str | None = None
 
 
+class TeamBusy(Exception):
+    """The call's team already has its maximum number of calls running."""
+
+
+async def _check_in_flight(session: AsyncSession, call_id: str) -> None:
+    """Hold the team's claim lock and raise `TeamBusy` if the team is at `max_calls_in_flight`."""
+    row = (
+        await session.execute(
+            select(Call.team_id, Team.max_calls_in_flight)
+            .join(Team, Team.id == Call.team_id)
+            .where(Call.id == call_id, Call.status == "queued")
+        )
+    ).first()
+    if row is None or row[1] is None:
+        return
+    team_id: str = row[0]
+    limit: int = row[1]
+    # Serializes claims of this team's calls until commit, so concurrent workers cannot overshoot.
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(team_id))))
+    running = (
+        await session.execute(
+            select(func.count()).where(Call.team_id == team_id, Call.status == "running")
+        )
+    ).scalar_one()
+    if running >= limit:
+        raise TeamBusy(team_id)
+
+
 async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) -> Call | None:
-    """Mark a queued call running (one more attempt); None if it is not queued any more."""
+    """Mark a queued call running (one more attempt); None if it is not queued any more.
+
+    Raises `TeamBusy` when the team's in-flight limit is reached (the caller tries later)."""
+    await _check_in_flight(session, call_id)
     stmt = (
         update(Call)
         .where(Call.id == call_id, Call.status == "queued")

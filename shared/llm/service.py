@@ -14,7 +14,14 @@ from arq.connections import ArqRedis
 
 from shared.config import Settings
 from shared.db import SessionMaker, transaction
-from shared.jobs.lifecycle import CallOutcome, claim_call, finish_call, job_deadline, release_call
+from shared.jobs.lifecycle import (
+    CallOutcome,
+    TeamBusy,
+    claim_call,
+    finish_call,
+    job_deadline,
+    release_call,
+)
 from shared.llm.client import (
     LLMError,
     LLMResult,
@@ -59,12 +66,17 @@ def _success(result: LLMResult) -> CallOutcome:
 
 
 async def run_call(deps: WorkerDeps, call_id: str) -> str:
-    """Run `call_id` if it is still queued; safe to run any number of times."""
+    """Run `call_id` if it is still queued; safe to run any number of times.
+
+    Returns "busy" when the team is at its in-flight limit: the task should run again later."""
     settings = deps.settings
     lease = settings.worker_call_timeout_seconds + settings.worker_lease_grace_seconds
-    async with transaction(deps.sessionmaker) as session:
-        call = await claim_call(session, call_id, lease)
-        deadline = await job_deadline(session, call.job_id) if call is not None else None
+    try:
+        async with transaction(deps.sessionmaker) as session:
+            call = await claim_call(session, call_id, lease)
+            deadline = await job_deadline(session, call.job_id) if call is not None else None
+    except TeamBusy:
+        return "busy"
     if call is None:
         return "skipped"
     attempt = call.attempts

@@ -69,6 +69,11 @@ class Call(Base):
         Index("ix_calls_job_id_seq", "job_id", "seq", unique=True),
         Index("ix_calls_team_id_id", "team_id", "id"),
         Index(
+            "ix_calls_team_id_running",
+            "team_id",
+            postgresql_where=text("status = 'running'"),
+        ),
+        Index(
             "ix_calls_active",
             "status",
             "next_attempt_at",

@@ -83,6 +83,7 @@ async def chat(request: Request) -> JSONResponse:
             if "retry-after" in markers:
                 headers["Retry-After"] = markers["retry-after"]
             record["status"] = status
+            record["done"] = time.time()
             message = f"fake provider refused the request with {status} (attempt {n})"
             error = {
                 "message": message,
@@ -94,6 +95,7 @@ async def chat(request: Request) -> JSONResponse:
     reply = "echo: " + " ".join(w for w in words if not MARKER.match(w))[:200]
     usage = usage_for(messages, reply)
     record["status"] = 200
+    record["done"] = time.time()
     record["usage"] = usage
     message: dict[str, Any] = {"role": "assistant", "content": reply}
     finish = "stop"

@@ -7,6 +7,7 @@ from typing import Any
 from shared.jobs.reconciler import reconcile
 from shared.llm.service import WorkerDeps
 from shared.llm.service import run_call as run_call_service
+from shared.queue import retry_later
 
 
 def _deps(ctx: dict[str, Any]) -> WorkerDeps:
@@ -16,7 +17,10 @@ def _deps(ctx: dict[str, Any]) -> WorkerDeps:
 
 async def run_call(ctx: dict[str, Any], call_id: str) -> str:
     """Run one call (arq may deliver this more than once; the row guards it)."""
-    return await run_call_service(_deps(ctx), call_id)
+    outcome = await run_call_service(_deps(ctx), call_id)
+    if outcome == "busy":
+        retry_later(int(ctx.get("job_try", 1)))
+    return outcome
 
 
 async def reconcile_task(ctx: dict[str, Any]) -> None:
