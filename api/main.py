@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import AppState
 from api.middleware import RequestContextMiddleware
-from api.routes import admin, health, jobs, webhooks
+from api.routes import admin, events, health, jobs, webhooks
 from shared import logs
 from shared.config import Settings, get_settings
 from shared.db import create_engine, create_sessionmaker
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(webhooks.router)
     return app
 

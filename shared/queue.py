@@ -104,6 +104,18 @@ async def enqueue_delivery(
     )
 
 
+def job_channel(settings: Settings, job_id: str) -> str:
+    return f"{settings.worker_queue_name}:job:{job_id}"
+
+
+async def notify_job(queue: ArqRedis, settings: Settings, job_id: str) -> None:
+    """Wake the job's live-status streams; best effort (they also poll)."""
+    try:
+        await queue.publish(job_channel(settings, job_id), "changed")
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        pass
+
+
 async def publish_cancel(queue: ArqRedis, settings: Settings, call_ids: list[str]) -> None:
     """Tell every worker to abort these calls if it is running them."""
     if call_ids:

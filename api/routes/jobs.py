@@ -15,7 +15,7 @@ from shared.errors import BadRequest, ServiceUnavailable
 from shared.jobs.schemas import CallOut, JobCreate, JobList, JobOut, StepCallCreate, StepJobCreate
 from shared.jobs.service import JobService, call_out, job_out
 from shared.models import CALL_TERMINAL, Call
-from shared.queue import enqueue_call, enqueue_calls, publish_cancel
+from shared.queue import enqueue_call, enqueue_calls, notify_job, publish_cancel
 from shared.teams.limits import consume_requests
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -108,6 +108,7 @@ async def complete_job(job_id: str, team: TeamDep, session: SessionDep, state: S
     """Close an open job; it ends when its last call ends."""
     service = JobService(session, state.settings)
     await service.complete(team, job_id)
+    after_commit(session, lambda: notify_job(state.queue, state.settings, job_id))
     return await service.get_out(team, job_id)
 
 
@@ -117,6 +118,7 @@ async def cancel_job(job_id: str, team: TeamDep, session: SessionDep, state: Sta
     service = JobService(session, state.settings)
     _, call_ids = await service.cancel(team, job_id)
     after_commit(session, lambda: publish_cancel(state.queue, state.settings, call_ids))
+    after_commit(session, lambda: notify_job(state.queue, state.settings, job_id))
     return await service.get_out(team, job_id)
 
 

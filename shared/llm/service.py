@@ -30,7 +30,7 @@ from shared.llm.client import (
     chat_completion,
 )
 from shared.models import Job
-from shared.queue import enqueue_call
+from shared.queue import enqueue_call, notify_job
 from shared.retry import backoff
 
 log = logging.getLogger("saas_llm.worker")
@@ -79,6 +79,7 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
         return "busy"
     if call is None:
         return "skipped"
+    await notify_job(deps.queue, settings, call.job_id)
     attempt = call.attempts
     extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
     timeout = min(
@@ -124,6 +125,7 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
                 retry_after=exc.retry_after,
             )
             released = await _release(deps, call_id, attempt, delay, exc.as_error())
+            await notify_job(deps.queue, settings, call.job_id)
             if released:
                 await enqueue_call(deps.queue, call_id, attempts=attempt, defer_by=delay)
             log.info(
@@ -142,6 +144,7 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
     finally:
         deps.inflight.pop(call_id, None)
     ended = await _finish(deps, call_id, attempt, _success(result))
+    await notify_job(deps.queue, settings, call.job_id)
     log.info("call succeeded", extra={**extra, "latency_ms": result.latency_ms})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
@@ -183,6 +186,7 @@ async def _fail(
     error = exc.as_error()
     error["attempts"] = attempt
     ended = await _finish(deps, call_id, attempt, CallOutcome(status="failed", error=error))
+    await notify_job(deps.queue, deps.settings, extra["job_id"])
     log.warning("call failed", extra={**extra, "error": exc.message[:500]})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
