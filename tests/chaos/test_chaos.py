@@ -146,3 +146,44 @@ def test_sigterm_drains_or_requeues(chaos: Chaos) -> None:
     assert lost == 0 and twice == 0
     assert all(j["status"] == "succeeded" for j in jobs)
     assert took < 6 + 5
+
+
+def test_api_keeps_accepting_while_redis_is_down(chaos: Chaos) -> None:
+    """Postgres is the system of record: with Redis away, submissions are stored (202) and run
+    once Redis is back; nothing answers 500 and nothing hangs."""
+    tag = "redisdown-" + uuid.uuid4().hex[:6]
+    assert chaos.redis.proc is not None
+    chaos.redis.proc.kill()
+    statuses: dict[int, int] = {}
+    with chaos.client() as client:
+        try:
+            ids = []
+            for j in range(5):
+                started = time.monotonic()
+                r = client.post(
+                    "/api/jobs",
+                    json={
+                        "requests": [
+                            {
+                                "model": "gpt-4o-mini",
+                                "messages": [{"role": "user", "content": f"{tag} {j}"}],
+                            }
+                        ]
+                    },
+                )
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                assert time.monotonic() - started < 10
+                if r.status_code == 202:
+                    ids.append(r.json()["id"])
+                g = client.get(f"/api/jobs/{ids[-1]}") if ids else None
+                assert g is None or g.status_code == 200
+            ready = httpx.get(chaos.api_url + "/ready", timeout=10)
+            assert ready.status_code == 503 and ready.json()["checks"]["redis"] != "ok"
+        finally:
+            chaos.redis_restart_empty()
+        jobs = wait_all_terminal(client, ids, timeout=120, chaos=chaos)
+    print(f"\nCHAOS redis down: API answers {statuses}")
+    assert statuses == {202: 5}
+    lost, twice = report("submitted while redis was down", 5, jobs, 0)
+    assert lost == 0 and twice == 0
+    assert all(j["status"] == "succeeded" for j in jobs)
