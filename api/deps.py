@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from shared.models import Team
 from shared.teams.service import TeamService
 
 log = logging.getLogger("saas_llm.api")
+AFTER_COMMIT_TIMEOUT = 5.0
 AfterCommit = Callable[[], Awaitable[None]]
 
 
@@ -64,7 +66,8 @@ async def commit(session: AsyncSession) -> None:
     callbacks, session.info["after_commit"] = session.info["after_commit"], []
     for callback in callbacks:
         try:
-            await callback()
+            # Bounded: a frozen Redis must not hold the answer; the rows are already durable.
+            await asyncio.wait_for(callback(), timeout=AFTER_COMMIT_TIMEOUT)
         except Exception:
             # The rows are committed; the reconciler re-queues whatever was not enqueued.
             log.exception("after-commit step failed; the reconciler will pick the work up")

@@ -58,12 +58,16 @@ class _Base:
         job_type: str | None,
         metadata: dict[str, Any] | None,
         webhook_url: str | None,
+        timeout_seconds: float | None = None,
+        deadline_seconds: float | None = None,
     ) -> dict[str, Any]:
         return _drop_none(
             requests=[dict(r) for r in requests],
             job_type=job_type,
             metadata=metadata,
             webhook_url=webhook_url,
+            timeout_seconds=timeout_seconds,
+            deadline_seconds=deadline_seconds,
         )
 
 
@@ -114,10 +118,16 @@ class Client(_Base):
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        timeout_seconds: float | None = None,
+        deadline_seconds: float | None = None,
     ) -> Job:
-        """Batch style: one job with all its calls; returns at once (the job is queued)."""
+        """Batch style: one job with all its calls; returns at once (the job is queued).
+
+        `timeout_seconds` bounds each attempt; `deadline_seconds` fails what is unfinished."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        body = self._submit_body(requests, job_type, metadata, webhook_url)
+        body = self._submit_body(
+            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds
+        )
         return Job.from_json(self._call("POST", "/api/jobs", json=body, headers=headers).json())
 
     def create_job(
@@ -251,9 +261,13 @@ class AsyncClient(_Base):
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        timeout_seconds: float | None = None,
+        deadline_seconds: float | None = None,
     ) -> Job:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        body = self._submit_body(requests, job_type, metadata, webhook_url)
+        body = self._submit_body(
+            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds
+        )
         response = await self._call("POST", "/api/jobs", json=body, headers=headers)
         return Job.from_json(response.json())
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import model_validator
@@ -39,7 +38,6 @@ class Settings(BaseSettings):
 
     litellm_master_key: str = DEV_MASTER_KEY
     litellm_proxy_url: str = "http://127.0.0.1:4000"
-    litellm_timeout_seconds: float = 600.0
     litellm_models_cache_seconds: float = 15.0
 
     admin_api_key: str | None = None
@@ -58,7 +56,6 @@ class Settings(BaseSettings):
     worker_lease_grace_seconds: float = 30.0
     # A queued call not started this long after it was due is enqueued again.
     worker_requeue_grace_seconds: float = 10.0
-    worker_health_port: int | None = None
 
     # Jobs and request limits.
     jobs_max_requests: int = 1000
@@ -76,11 +73,6 @@ class Settings(BaseSettings):
     webhook_disable_after_seconds: int = 5 * 24 * 3600
     # Due deliveries are also swept this often (new ones are picked up at once via NOTIFY).
     webhook_sweep_seconds: float = 5.0
-
-    # Billing.
-    billing_mode: Literal["per_job", "per_usd", "per_tokens"] = "per_job"
-    billing_credits_per_usd: Decimal = Decimal("100")
-    billing_tokens_per_credit: int = 1000
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

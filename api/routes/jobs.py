@@ -15,6 +15,7 @@ from shared.errors import BadRequest, ServiceUnavailable
 from shared.jobs.schemas import CallOut, JobCreate, JobList, JobOut, StepCallCreate, StepJobCreate
 from shared.jobs.service import JobService, call_out, job_out
 from shared.models import CALL_TERMINAL, Call
+from shared.money import money_str
 from shared.queue import enqueue_call, enqueue_calls, notify_job, publish_cancel
 from shared.teams.limits import consume_requests
 
@@ -178,7 +179,7 @@ def _result_line(call: Call) -> dict[str, Any]:
         "status": call.status,
         "response": response,
         "error": error,
-        "cost_usd": str(call.cost_usd) if call.cost_usd is not None else None,
+        "cost_usd": money_str(call.cost_usd) if call.cost_usd is not None else None,
     }
 
 

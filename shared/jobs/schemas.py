@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from shared.money import Money
 
 # OpenAI chat-completion parameters passed through to the proxy; anything else is refused so
 # that a customer cannot reach LiteLLM's client-side routing options (api_base, api_key, ...).
@@ -137,7 +138,7 @@ class CallOut(BaseModel):
     request: dict[str, Any] | None = None
     response: dict[str, Any] | None
     usage: Usage | None
-    cost_usd: Decimal | None
+    cost_usd: Money | None
     latency_ms: int | None
     attempts: int
     litellm_call_id: str | None
@@ -159,8 +160,8 @@ class JobOut(BaseModel):
     webhook_url: str | None
     request_counts: RequestCounts
     usage: Usage
-    cost_usd: Decimal
-    credits_charged: Decimal
+    cost_usd: Money
+    credits_charged: Money
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -29,14 +30,19 @@ async def consume_requests(redis: Redis, prefix: str, team: Team, n: int) -> Non
         )
     now = time.time()
     key = f"{prefix}:rpm:{team.id}:{int(now // 60)}"
-    try:
+
+    async def count() -> int:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.incrby(key, n)
             pipe.expire(key, 120)
-            used, _ = await pipe.execute()
-        if used > limit:
+            total, _ = await pipe.execute()
+        if total > limit:
             await redis.decrby(key, n)
-    except RedisError:
+        return int(total)
+
+    try:
+        used = await asyncio.wait_for(count(), timeout=2.0)
+    except (RedisError, OSError, TimeoutError):
         log.warning("rate limit not checked: Redis unavailable", extra={"team_id": team.id})
         return
     if used > limit:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.money import Money
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{1,62}$"
 
@@ -43,7 +44,7 @@ class TeamOut(BaseModel):
     max_requests_per_job: int | None
     max_calls_in_flight: int | None
     requests_per_minute: int | None
-    credits_balance: Decimal
+    credits_balance: Money
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime

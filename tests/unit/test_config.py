@@ -37,3 +37,14 @@ def test_production_refuses_placeholder_secrets() -> None:
     good.check_production()
     assert good.admin_api_key == good.litellm_master_key
     Settings(environment="development").check_production()
+
+
+def test_money_is_a_plain_exact_string() -> None:
+    from decimal import Decimal
+
+    from shared.money import money_str
+
+    assert money_str(Decimal("0E-10")) == "0"
+    assert money_str(Decimal("0.0000135000")) == "0.0000135"
+    assert money_str(Decimal("12.5000000000")) == "12.5"
+    assert money_str(Decimal("1E+1")) == "10"
