@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
+import sys
 import tempfile
 import time
 import uuid
@@ -23,8 +24,7 @@ from typing import Any
 
 import httpx
 
-from cli.stack import Stack, free_port, start_api, start_proxy, start_worker
-from tests.fakes.receiver import Receiver
+from cli.stack import Stack, free_port, spawn, start_api, start_proxy, start_worker
 from tests.harness import (
     MASTER_KEY,
     create_database,
@@ -81,15 +81,14 @@ async def baseline(proxy_url: str, n: int, concurrency: int, delay_ms: int) -> d
     return {"rate": n / wall, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
 
 
-def webhook_lag(receiver: Receiver, tag: str, finished: dict[str, datetime], n: int) -> list[float]:
-    """Seconds from each job's end to its webhook's arrival at the receiver."""
+def webhook_lag(sink_url: str, tag: str, finished: dict[str, datetime], n: int) -> list[float]:
+    """Seconds from each job's end to its webhook's arrival at the sink."""
     deadline = time.monotonic() + 120
     while True:
         arrived: dict[str, float] = {}
-        for received in list(receiver.requests):
-            data = json.loads(received.body)["data"]
-            if data.get("job_type") == tag:
-                arrived.setdefault(data["id"], received.at)
+        for job_id, job_type, at in httpx.get(sink_url + "/arrivals", timeout=10).json():
+            if job_type == tag:
+                arrived.setdefault(job_id, at)
         if len(arrived) >= n or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -103,7 +102,7 @@ async def platform(
     n: int,
     concurrency: int,
     delay_ms: int,
-    receiver: Receiver | None = None,
+    sink_url: str | None = None,
 ) -> dict[str, float]:
     tag = uuid.uuid4().hex[:6]
     job_ids: list[str] = []
@@ -153,7 +152,7 @@ async def platform(
                 break
             cursor = page["next_cursor"]
     assert statuses == {"succeeded": n}, statuses
-    lag = webhook_lag(receiver, tag, finished_at, n) if receiver else [0.0]
+    lag = webhook_lag(sink_url, tag, finished_at, n) if sink_url else [0.0]
     return {
         "hook_p50": pct(lag, 0.5),
         "hook_p99": pct(lag, 0.99),
@@ -187,7 +186,16 @@ def main() -> None:
         proxy_url = f"http://127.0.0.1:{proxy_port}"
         env = platform_env(db, "saas-llm-bench:" + uuid.uuid4().hex[:6], proxy_url)
         env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
-        receiver = Receiver().start()
+        sink_port = free_port()
+        sink = spawn(
+            "sink",
+            [sys.executable, "-m", "bench.sink", "--port", str(sink_port)],
+            dict(os.environ),
+            log_dir,
+        )
+        procs.append(sink)
+        sink_url = f"http://127.0.0.1:{sink_port}"
+        sink.wait_http(sink_url + "/arrivals")
         api_port = free_port()
         stack = Stack(
             env=env, api_url=f"http://127.0.0.1:{api_port}", proxy_url=proxy_url, log_dir=log_dir
@@ -204,7 +212,7 @@ def main() -> None:
         ).json()["key"]
         httpx.post(
             stack.api_url + "/api/webhooks/endpoints",
-            json={"url": receiver.url},
+            json={"url": sink_url + "/"},
             headers={"Authorization": f"Bearer {key}"},
         ).raise_for_status()
         # warm both paths (imports, pools, model list cache)
@@ -220,7 +228,7 @@ def main() -> None:
         for delay in [int(x) for x in args.latencies.split(",")]:
             b = asyncio.run(baseline(proxy_url, args.jobs, args.concurrency, delay))
             p = asyncio.run(
-                platform(stack.api_url, key, args.jobs, args.concurrency, delay, receiver)
+                platform(stack.api_url, key, args.jobs, args.concurrency, delay, sink_url)
             )
             print(
                 f"{delay:>6}ms | {b['rate']:>11.1f} {b['p50'] * 1000:>7.0f} {b['p99'] * 1000:>7.0f} | "
@@ -228,7 +236,6 @@ def main() -> None:
                 f"{p['rate'] / b['rate']:>5.2f} | {p['hook_p50'] * 1000:>8.0f} {p['hook_p99'] * 1000:>7.0f}"
             )
         stack.stop()
-        receiver.stop()
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     worker_queue_name: str = "saas-llm:queue"
     worker_max_jobs: int = 200
     worker_poll_delay_seconds: float = 0.05
+    # Tasks read from the queue per poll: small, so that a task put at the front (a webhook due
+    # now) is not stuck behind a large batch already read while every slot is busy.
+    worker_queue_read_limit: int = 20
     worker_call_timeout_seconds: float = 300.0
     worker_max_attempts: int = 5
     worker_retry_base_seconds: float = 1.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -23,6 +24,9 @@ from shared.config import Settings
 RUN_CALL = "run_call"
 DELIVER_EVENT = "deliver_event"
 CANCEL_CHANNEL_SUFFIX = ":cancel"
+
+
+FRONT_OF_QUEUE = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def serialize(data: dict[str, Any]) -> bytes:
@@ -95,12 +99,24 @@ def delivery_task_id(delivery_id: str, attempts: int) -> str:
 async def enqueue_delivery(
     queue: ArqRedis, delivery_id: str, *, attempts: int = 0, defer_by: float | None = None
 ) -> None:
-    """Queue one webhook delivery attempt; the delivery row decides whether it is still due."""
+    """Queue one webhook delivery attempt; the delivery row decides whether it is still due.
+
+    An attempt due now goes to the front of the queue (arq orders by score, and a score in the
+    past sorts first), so a webhook does not wait behind a backlog of LLM calls."""
+    if defer_by:
+        await queue.enqueue_job(
+            DELIVER_EVENT,
+            delivery_id,
+            _job_id=delivery_task_id(delivery_id, attempts),
+            _defer_by=defer_by,
+        )
+        return
     await queue.enqueue_job(
         DELIVER_EVENT,
         delivery_id,
         _job_id=delivery_task_id(delivery_id, attempts),
-        _defer_by=defer_by,
+        _defer_until=FRONT_OF_QUEUE,
+        _expires=timedelta(days=1),
     )
 
 

@@ -107,6 +107,7 @@ class WorkerSettings:
     queue_name = settings.worker_queue_name
     max_jobs = settings.worker_max_jobs
     poll_delay = settings.worker_poll_delay_seconds
+    queue_read_limit = settings.worker_queue_read_limit
     job_timeout = int(settings.worker_call_timeout_seconds + 60)
     keep_result = 0
     # Tries are spent only by "team busy" retries and shutdowns; failures are handled in the task.
