@@ -17,14 +17,23 @@ def test_health_is_exactly_the_seed_answer(stack: Stack) -> None:
 def test_ready_checks_postgres_redis_and_proxy(stack: Stack) -> None:
     r = httpx.get(stack.api_url + "/ready")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok", "proxy": "ok"}}
+    assert r.json() == {
+        "status": "ready",
+        "checks": {"postgres": "ok", "redis": "ok", "proxy": "ok"},
+    }
 
 
 def test_metrics_count_jobs_and_calls(stack: Stack, team: TeamClient) -> None:
-    job = team.submit([{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": nonce()}]}])
+    job = team.submit(
+        [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": nonce()}]}]
+    )
     team.wait(job["id"])
     text = httpx.get(stack.api_url + "/metrics").text
-    lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    lines = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     assert lines['saas_llm_jobs{status="succeeded"}'] >= 1
     assert lines['saas_llm_calls{status="succeeded"}'] >= 1
     assert "saas_llm_queue_depth" in lines
