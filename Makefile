@@ -29,14 +29,14 @@ test-all: test test-chaos
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api worker shared cli
+	$(BIN)/mypy api worker shared cli saas_llm_client
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy api worker shared cli
+	$(BIN)/mypy api worker shared cli saas_llm_client
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
