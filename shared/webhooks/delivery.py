@@ -57,16 +57,50 @@ def sign_headers(
     }
 
 
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 is the last 32 bits
+# RFC 8215: never globally routed, and where the IPv4 sits depends on the local translator's
+# prefix length (/48 to /96), so it cannot be read reliably: refused outright.
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a packet to `ip` may really reach (mapped, NAT64, 6to4, Teredo)."""
+    out: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        out.append(ip.ipv4_mapped)
+    if ip in NAT64_WELL_KNOWN:
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out.extend(ip.teredo)  # (server, client)
+    return out
+
+
+def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `ip` may not be reached, or None if it may."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL_USE:
+            return f"non-global address {ip} (local-use NAT64 prefix)"
+        for inner in _embedded_ipv4(ip):
+            if not inner.is_global:
+                return f"non-global address {inner} (embedded in {ip})"
+        if ip.ipv4_mapped is not None:
+            return None  # an IPv4-mapped address is the IPv4 address, checked above
+    if not ip.is_global:
+        return f"non-global address {ip}"
+    return None
+
+
 def check_addresses(host: str, addresses: Iterable[str]) -> None:
-    """Refuse unless every address is globally routable (IPv4-mapped IPv6 checked as IPv4)."""
+    """Refuse unless every address is globally routable, including any IPv4 address embedded
+    in an IPv6 one (IPv4-mapped, NAT64 64:ff9b::/96, 6to4, Teredo server and client)."""
     found = False
     for raw in addresses:
         found = True
-        ip = ipaddress.ip_address(raw.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if not ip.is_global:
-            raise AddressRefused(f"{host} resolves to non-global address {ip}; not sent")
+        reason = _refusal(ipaddress.ip_address(raw.split("%", 1)[0]))
+        if reason is not None:
+            raise AddressRefused(f"{host} resolves to {reason}; not sent")
     if not found:
         raise AddressRefused(f"{host} did not resolve to any address; not sent")
 

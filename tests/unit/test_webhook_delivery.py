@@ -42,6 +42,48 @@ def test_non_global_addresses_are_refused(address: str) -> None:
         check_addresses("hooks.example", [address])
 
 
+@pytest.mark.parametrize(
+    ("address", "embedded"),
+    [
+        ("64:ff9b::a00:5", "10.0.0.5"),  # NAT64 well-known prefix
+        ("64:ff9b::7f00:1", "127.0.0.1"),
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+        ("2002:7f00:1::1", "127.0.0.1"),  # 6to4
+        ("2002:a00:5::1", "10.0.0.5"),
+        ("2001:0:a00:5::f7f7:f7f7", "10.0.0.5"),  # Teredo: server 10.0.0.5, client 8.8.8.8
+        ("2001:0:808:808:0:0:f5ff:fffa", "10.0.0.5"),  # Teredo: client 10.0.0.5 (bits inverted)
+    ],
+)
+def test_ipv4_embedded_in_nat64_6to4_and_teredo_addresses_is_checked_as_ipv4(
+    address: str, embedded: str
+) -> None:
+    with pytest.raises(AddressRefused, match="non-global") as refused:
+        check_addresses("hooks.example", [address])
+    assert embedded in str(refused.value)
+
+
+def test_the_local_use_nat64_prefix_is_refused_whatever_it_embeds() -> None:
+    # 64:ff9b:1::/48 (RFC 8215) is never globally routed, and where the IPv4 sits in it depends
+    # on the prefix length the local translator uses: refused outright.
+    for address in ["64:ff9b:1::a00:5", "64:ff9b:1::808:808", "64:ff9b:1:808:8:8::"]:
+        with pytest.raises(AddressRefused, match="non-global"):
+            check_addresses("hooks.example", [address])
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2606:4700:4700::1111",
+        "2a00:1450:4001:80b::200e",
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+        "2002:808:808::1",  # 6to4 of 8.8.8.8
+        "::ffff:93.184.216.34",
+    ],
+)
+def test_global_ipv6_addresses_and_global_embedded_ipv4_are_allowed(address: str) -> None:
+    check_addresses("hooks.example", [address])
+
+
 def test_one_private_address_among_public_ones_is_enough_to_refuse() -> None:
     check_addresses("hooks.example", ["93.184.216.34", "2606:4700:4700::1111"])
     with pytest.raises(AddressRefused):
