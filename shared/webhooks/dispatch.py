@@ -63,7 +63,17 @@ async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
             secrets = active_secrets(
                 endpoint.secret, endpoint.previous_secret, endpoint.previous_secret_expires_at
             )
+            # The endpoint's URL now, not the one it had when the event was recorded: a customer
+            # who moves an endpoint gets its pending retries and redeliveries at the new URL.
+            url = endpoint.url
+            if url != delivery.url:
+                await session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery.id)
+                    .values(url=url, updated_at=func.now())
+                )
         else:
+            url = delivery.url  # a job's own webhook_url: fixed when the job was created
             team = await WebhookRepository(session).team_secret(delivery.team_id)
             secrets = active_secrets(
                 team.secret, team.previous_secret, team.previous_secret_expires_at
@@ -71,14 +81,14 @@ async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
     body = encode_payload(event.payload)
     result = await send(
         deps.http,
-        delivery.url,
+        url,
         body,
         sign_headers(secrets, event.id, body),
         timeout_seconds=settings.webhook_timeout_seconds,
         allow_private=settings.webhook_allow_private_networks,
     )
     try:
-        outcome, delay = await _record(deps, delivery, result)
+        outcome, delay = await _record(deps, delivery, url, result)
     except IntegrityError:
         # The endpoint (and with it this delivery) was deleted during the attempt.
         return "deleted"
@@ -97,9 +107,10 @@ async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
 
 
 async def _record(
-    deps: WorkerDeps, delivery: WebhookDelivery, result: SendResult
+    deps: WorkerDeps, delivery: WebhookDelivery, url: str, result: SendResult
 ) -> tuple[str, float | None]:
-    """Log the attempt and move the delivery on; returns the outcome and the next delay."""
+    """Log the attempt (sent to `url`) and move the delivery on; returns the outcome and the
+    next delay."""
     settings = deps.settings
     schedule = settings.webhook_schedule
     async with transaction(deps.sessionmaker) as session:
@@ -111,7 +122,7 @@ async def _record(
                 event_id=delivery.event_id,
                 endpoint_id=delivery.endpoint_id,
                 attempt=delivery.attempts,
-                url=delivery.url,
+                url=url,
                 status_code=result.status_code,
                 latency_ms=result.latency_ms,
                 response_body=result.response_body,
@@ -127,6 +138,11 @@ async def _record(
                     .with_for_update()
                 )
             ).scalar_one_or_none()
+        if endpoint is not None and endpoint.url != url:
+            # The URL changed during the attempt: the answer says nothing about the endpoint's
+            # health (a 410 from the old URL must not disable it); the next attempt goes to the
+            # new URL.
+            endpoint = None
         error = result.error or (
             f"HTTP {result.status_code}" if result.status_code is not None else None
         )

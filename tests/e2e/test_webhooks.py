@@ -187,6 +187,44 @@ def test_a_receiver_down_for_the_whole_schedule_fails_then_redelivery_and_replay
         live.stop()
 
 
+def test_retries_go_to_the_endpoints_new_url_once_it_is_changed(
+    team: TeamClient, receiver: Receiver
+) -> None:
+    # The old URL fails once (asking for 2 s, time to change the URL), then is gone for good:
+    # a retry sent there would get a 410 and disable the endpoint the customer just fixed.
+    old = Receiver().start()
+    old.reply(Reply(500, headers={"Retry-After": "2"}, body="moving"))
+    old.default = Reply(410, body="gone")
+    try:
+        endpoint = _endpoint(team, old.url)
+        job_id = _step_job(team)
+        old.wait_for(1)
+        moved = team.patch(f"/api/webhooks/endpoints/{endpoint['id']}", json={"url": receiver.url})
+        assert moved.status_code == 200 and moved.json()["url"] == receiver.url, moved.text
+        got = receiver.wait_for(1)[0]
+        event = _event(team, job_id)
+        assert got.headers["webhook-id"] == old.requests[0].headers["webhook-id"] == event["id"]
+        Webhook(endpoint["secret"]).verify(got.body, got.headers)
+        delivery = _settled(team, event["id"], endpoint["id"])
+        assert delivery["status"] == "succeeded" and delivery["attempts"] == 2
+        assert delivery["url"] == receiver.url
+        attempts = _attempts(team, delivery["id"])
+        assert [(a["url"], a["status_code"]) for a in attempts] == [
+            (old.url, 500),
+            (receiver.url, 200),
+        ]
+        state = team.get(f"/api/webhooks/endpoints/{endpoint['id']}").json()
+        assert state["enabled"] is True and state["failing_since"] is None
+        # a redelivery goes to the current URL too
+        redo = team.post(f"/api/webhooks/events/{event['id']}/redeliver")
+        assert redo.status_code == 202, redo.text
+        assert receiver.wait_for(2)[1].headers["webhook-id"] == event["id"]
+        assert _settled(team, event["id"], endpoint["id"])["status"] == "succeeded"
+        assert len(old.requests) == 1
+    finally:
+        old.stop()
+
+
 def test_410_gone_disables_the_endpoint_and_later_events_are_not_sent_to_it(
     team: TeamClient, receiver: Receiver
 ) -> None:
