@@ -224,11 +224,15 @@ async def _settle(
 
 
 async def sweep(deps: WorkerDeps) -> int:
-    """Enqueue every due delivery (lost queue entries, crashed attempts, new events)."""
+    """Enqueue every due delivery (lost queue entries, crashed attempts, new events).
+
+    The due ids are read in a short transaction and enqueued after it ends, so a slow Redis
+    holds no row lock and no database connection. Two sweeps enqueueing the same row is
+    harmless: the queue entry's id is per attempt, and the task re-reads the row."""
     async with transaction(deps.sessionmaker) as session:
         due = await due_deliveries(session, SWEEP_BATCH)
-        for delivery_id, attempts in due:
-            await enqueue_delivery(deps.queue, delivery_id, attempts=attempts)
+    for delivery_id, attempts in due:
+        await enqueue_delivery(deps.queue, delivery_id, attempts=attempts)
     if due:
         log.debug("webhook sweep", extra={"enqueued": len(due)})
     return len(due)

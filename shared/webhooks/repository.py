@@ -221,12 +221,12 @@ async def claim_delivery(
 
 
 async def due_deliveries(session: AsyncSession, limit: int) -> Sequence[tuple[str, int]]:
-    """(id, attempts) of pending deliveries that are due, locked so other sweeps skip them."""
+    """(id, attempts) of pending deliveries that are due, oldest first; not locked: the claim
+    decides which attempt runs, so two sweeps may both return a row."""
     stmt = (
         select(WebhookDelivery.id, WebhookDelivery.attempts)
         .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= func.now())
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
     return [(row[0], row[1]) for row in (await session.execute(stmt)).all()]

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import httpx
+import psycopg
 import pytest
+from arq.connections import ArqRedis
+from sqlalchemy import select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from cli.stack import free_port, start_worker
+from shared.config import Settings
+from shared.db import create_engine, create_sessionmaker, transaction
+from shared.llm.service import WorkerDeps
+from shared.models import Team, WebhookDelivery
+from shared.queue import delivery_task_id
 from shared.webhooks.delivery import generate_secret
+from shared.webhooks.dispatch import sweep
+from shared.webhooks.events import record_event
 from tests.conftest import OwnPlatform, TeamClient, nonce
 from tests.fakes.receiver import Receiver, Reply
-from tests.harness import wait_until
+from tests.harness import create_database, drop_database, wait_until
 
 
 @pytest.fixture
@@ -333,6 +345,70 @@ def test_another_team_sees_none_of_a_teams_webhooks(
     # A's rows are untouched by B's attempts
     assert a.get(f"/api/webhooks/endpoints/{eid}").json()["enabled"] is True
     assert len(receiver.requests) == 1
+
+
+# -- the sweep, against a database of its own (no worker claims its rows) -------------------------
+
+
+class _ProbingQueue:
+    """Stands in for Redis: on each enqueue, checks from another connection that the delivery
+    row is not locked, and counts the sweep's pooled connections still checked out."""
+
+    def __init__(self, database_url: str, pool_checked_out: Callable[[], int]) -> None:
+        self.database_url = database_url
+        self.pool_checked_out = pool_checked_out
+        self.calls: list[tuple[str, str, int, bool]] = []
+
+    async def enqueue_job(self, function: str, delivery_id: str, **options: Any) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            try:
+                conn.execute(
+                    "SELECT id FROM webhook_deliveries WHERE id = %s FOR UPDATE NOWAIT",
+                    (delivery_id,),
+                )
+                locked = False
+            except psycopg.errors.LockNotAvailable:
+                locked = True
+        self.calls.append((delivery_id, options["_job_id"], self.pool_checked_out(), locked))
+
+
+async def _sweep_holding_nothing(database_url: str) -> None:
+    settings = Settings(database_url=database_url)
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        team_id = "sweep-" + nonce()
+        async with transaction(sessionmaker) as session:
+            session.add(Team(id=team_id, name="sweep"))
+            await session.flush()
+            for i in range(4):
+                await record_event(
+                    session, team_id, "job.succeeded", {"i": i}, extra_url="http://x.test/hook"
+                )
+        async with transaction(sessionmaker) as session:
+            rows = (await session.execute(select(WebhookDelivery))).scalars().all()
+            due = sorted(d.id for d in rows[:3])
+            rows[3].next_attempt_at = datetime.now(UTC) + timedelta(hours=1)  # not due yet
+        queue = _ProbingQueue(database_url, engine.pool.checkedout)  # type: ignore[attr-defined]
+        async with httpx.AsyncClient() as http:
+            deps = WorkerDeps(settings, sessionmaker, http, cast(ArqRedis, queue))
+            assert await sweep(deps) == 3
+        assert sorted(c[0] for c in queue.calls) == due
+        assert all(job_id == delivery_task_id(d, 0) for d, job_id, _, _ in queue.calls)
+        # Redis was called with no database connection held and no delivery row locked.
+        assert [(checked_out, locked) for _, _, checked_out, locked in queue.calls] == [
+            (0, False)
+        ] * 3
+    finally:
+        await engine.dispose()
+
+
+def test_the_sweep_enqueues_after_its_transaction_holding_no_lock_or_connection() -> None:
+    database_url = create_database()
+    try:
+        asyncio.run(_sweep_holding_nothing(database_url))
+    finally:
+        drop_database(database_url)
 
 
 # -- a platform of its own: a worker with different settings, or one the test kills --------------
