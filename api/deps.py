@@ -19,7 +19,7 @@ from shared.db import SessionMaker
 from shared.errors import Unauthorized
 from shared.llm.client import ModelCatalog
 from shared.models import Team
-from shared.teams.service import TeamService
+from shared.teams.service import TeamService, touch_key
 
 log = logging.getLogger("saas_llm.api")
 AFTER_COMMIT_TIMEOUT = 5.0
@@ -86,9 +86,12 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def get_team(request: Request, session: SessionDep) -> Team:
+async def get_team(request: Request, session: SessionDep, state: StateDep) -> Team:
     """The team owning the request's key."""
-    team = await TeamService(session).authenticate(_bearer(request))
+    service = TeamService(session)
+    team = await service.authenticate(_bearer(request))
+    if (key_id := service.key_to_touch) is not None:
+        after_commit(session, lambda: touch_key(state.sessionmaker, key_id))
     request.state.team_id = team.id
     return team
 

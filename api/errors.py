@@ -136,4 +136,15 @@ async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if exc.connection_invalidated or isinstance(exc.orig, (OSError, ConnectionError)):
         return await _unavailable(request, exc)
+    code = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
+    if code in TRANSIENT_SQLSTATES:
+        # A deadlock or serialization failure: nothing was written; the same request can be retried.
+        return await _unavailable(request, exc)
+    if code.startswith("22"):
+        return error_response(
+            request, 400, "invalid_request_error", "a value in the request cannot be stored"
+        )
     return await _unhandled(request, exc)
+
+
+TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014"}

@@ -46,9 +46,6 @@ class Settings(BaseSettings):
     worker_queue_name: str = "saas-llm:queue"
     worker_max_jobs: int = 200
     worker_poll_delay_seconds: float = 0.05
-    # Tasks read from the queue per poll: small, so that a task put at the front (a webhook due
-    # now) is not stuck behind a large batch already read while every slot is busy.
-    worker_queue_read_limit: int = 20
     worker_call_timeout_seconds: float = 300.0
     worker_max_attempts: int = 5
     worker_retry_base_seconds: float = 1.0
@@ -70,6 +67,8 @@ class Settings(BaseSettings):
 
     # Webhooks (delivery lives in shared/webhooks).
     webhook_timeout_seconds: float = 15.0
+    # Deliveries in flight per worker process, on the webhook queue's own consumer.
+    webhook_max_concurrency: int = 50
     webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
     webhook_allow_private_networks: bool = False
     webhook_secret_grace_seconds: int = 24 * 3600

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -24,9 +23,6 @@ from shared.config import Settings
 RUN_CALL = "run_call"
 DELIVER_EVENT = "deliver_event"
 CANCEL_CHANNEL_SUFFIX = ":cancel"
-
-
-FRONT_OF_QUEUE = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def serialize(data: dict[str, Any]) -> bytes:
@@ -96,27 +92,27 @@ def delivery_task_id(delivery_id: str, attempts: int) -> str:
     return f"deliver:{delivery_id}:{attempts}"
 
 
-async def enqueue_delivery(
-    queue: ArqRedis, delivery_id: str, *, attempts: int = 0, defer_by: float | None = None
-) -> None:
-    """Queue one webhook delivery attempt; the delivery row decides whether it is still due.
+def webhook_queue_name(settings: Settings) -> str:
+    """Webhook deliveries have their own queue (and consumer), so that a backlog of LLM calls
+    never delays them."""
+    return settings.worker_queue_name + ":webhooks"
 
-    An attempt due now goes to the front of the queue (arq orders by score, and a score in the
-    past sorts first), so a webhook does not wait behind a backlog of LLM calls."""
-    if defer_by:
-        await queue.enqueue_job(
-            DELIVER_EVENT,
-            delivery_id,
-            _job_id=delivery_task_id(delivery_id, attempts),
-            _defer_by=defer_by,
-        )
-        return
+
+async def enqueue_delivery(
+    queue: ArqRedis,
+    settings: Settings,
+    delivery_id: str,
+    *,
+    attempts: int = 0,
+    defer_by: float | None = None,
+) -> None:
+    """Queue one webhook delivery attempt; the delivery row decides whether it is still due."""
     await queue.enqueue_job(
         DELIVER_EVENT,
         delivery_id,
         _job_id=delivery_task_id(delivery_id, attempts),
-        _defer_until=FRONT_OF_QUEUE,
-        _expires=timedelta(days=1),
+        _defer_by=defer_by,
+        _queue_name=webhook_queue_name(settings),
     )
 
 

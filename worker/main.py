@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 import httpx
-from arq import cron
+from arq import Worker, cron
 from arq.connections import ArqRedis
 
 from shared import logs
@@ -23,6 +23,7 @@ from shared.queue import (
     deserialize,
     redis_settings,
     serialize,
+    webhook_queue_name,
 )
 from shared.webhooks.dispatch import run_sweeper
 from worker.tasks.calls import reconcile_task, run_call
@@ -69,10 +70,50 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = engine
     ctx["cancel_listener"] = asyncio.create_task(_listen_for_cancels(deps))
     ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(deps))
+    hooks = webhook_worker(queue, deps)
+    ctx["webhook_worker"] = hooks
+    ctx["webhook_worker_task"] = asyncio.create_task(hooks.async_run())
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
 
 
+def webhook_worker(queue: ArqRedis, deps: WorkerDeps) -> Worker:
+    """A second arq consumer in this process, for the webhook queue only."""
+    return Worker(
+        functions=[deliver_event],
+        queue_name=webhook_queue_name(settings),
+        redis_pool=queue,
+        ctx={"deps": deps},
+        handle_signals=False,
+        max_jobs=settings.webhook_max_concurrency,
+        poll_delay=settings.worker_poll_delay_seconds,
+        keep_result=0,
+        max_tries=10_000,
+        job_timeout=int(settings.webhook_timeout_seconds + 60),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        health_check_interval=3600,
+    )
+
+
+async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
+    """Stop taking deliveries, give those in flight the drain window, then stop."""
+    hooks: Worker | None = ctx.get("webhook_worker")
+    task: asyncio.Task[None] | None = ctx.get("webhook_worker_task")
+    if hooks is None or task is None:
+        return
+    hooks.allow_pick_jobs = False
+    pending = [t for t in hooks.tasks.values() if not t.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=settings.worker_drain_seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for t in hooks.tasks.values():
+        t.cancel()  # an attempt cut short is retried once its lease ends
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await _stop_webhook_worker(ctx)
     for name in ("cancel_listener", "webhook_sweeper"):
         background: asyncio.Task[None] | None = ctx.get(name)
         if background is not None:
@@ -107,7 +148,6 @@ class WorkerSettings:
     queue_name = settings.worker_queue_name
     max_jobs = settings.worker_max_jobs
     poll_delay = settings.worker_poll_delay_seconds
-    queue_read_limit = settings.worker_queue_read_limit
     job_timeout = int(settings.worker_call_timeout_seconds + 60)
     keep_result = 0
     # Tries are spent only by "team busy" retries and shutdowns; failures are handled in the task.

@@ -51,6 +51,10 @@ async def submit_job(
 ) -> JobOut:
     """Batch style: a job and all its calls, queued at once."""
     service = JobService(session, state.settings)
+    # A replay needs nothing but the database: answer it even while the proxy is away.
+    if (original := await service.replay(team, data, idempotency_key)) is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+        return await service.get_out(team, original.id)
     submitted = await service.submit_batch(
         team, data, await _available(state), idempotency_key=idempotency_key
     )

@@ -45,7 +45,7 @@ def _enqueue_after_commit(
 
     async def enqueue() -> None:
         for delivery_id, attempts in jobs:
-            await enqueue_delivery(state.queue, delivery_id, attempts=attempts)
+            await enqueue_delivery(state.queue, state.settings, delivery_id, attempts=attempts)
 
     after_commit(session, enqueue)
     data = [delivery_out(d) for d in deliveries]

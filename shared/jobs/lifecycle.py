@@ -169,10 +169,8 @@ async def finish_call(
     return await maybe_finish_job(session, job_id)
 
 
-async def fail_queued_call(
-    session: AsyncSession, call_id: str, error: dict[str, Any]
-) -> Job | None:
-    """End a call that cannot run any more (for example, past its job's deadline)."""
+async def fail_call(session: AsyncSession, call_id: str, error: dict[str, Any]) -> Job | None:
+    """End an unfinished call that cannot run any more; ends its job if it was the last."""
     stmt = (
         update(Call)
         .where(Call.id == call_id, Call.status.in_(ACTIVE_CALL))
@@ -182,6 +180,54 @@ async def fail_queued_call(
     job_id = (await session.execute(stmt)).scalar_one_or_none()
     if job_id is None:
         return None
+    return await maybe_finish_job(session, job_id)
+
+
+async def lock_active_calls(session: AsyncSession, job_id: str) -> list[str]:
+    """Lock a job's unfinished calls, in id order; take these locks before the job's own lock
+    (the order the worker uses) so that cancel, reconciler and workers never deadlock."""
+    stmt = (
+        select(Call.id)
+        .where(Call.job_id == job_id, Call.status.in_(ACTIVE_CALL))
+        .order_by(Call.id)
+        .with_for_update()
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def end_unfinished(
+    session: AsyncSession,
+    job_id: str,
+    call_status: str,
+    call_error: dict[str, Any] | None,
+    *,
+    job_error: dict[str, Any] | None,
+) -> Job | None:
+    """End a job's unfinished calls with `call_status`; with `job_error`, the job ends `expired`
+    (step style, never completed), else it ends by its calls. Returns the job if this ended it."""
+    ids = await lock_active_calls(session, job_id)
+    if ids:
+        await session.execute(
+            update(Call)
+            .where(Call.id.in_(ids), Call.status.in_(ACTIVE_CALL))
+            .values(status=call_status, error=call_error, finished_at=func.now(), lease_until=None)
+        )
+    job = (
+        await session.execute(select(Job).where(Job.id == job_id).with_for_update())
+    ).scalar_one()
+    if job.status not in ("open", "queued", "running"):
+        return None
+    if job_error is not None:
+        job.status = "expired"
+        job.error = job_error
+        job.finished_at = func.now()
+        await session.flush()
+        await session.refresh(job)
+        await record_job_event(session, job)
+        return job
+    if job.status == "open":
+        job.status = "running"
+        await session.flush()
     return await maybe_finish_job(session, job_id)
 
 

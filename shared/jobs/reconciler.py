@@ -13,10 +13,9 @@ from arq.connections import ArqRedis
 from sqlalchemy import func, select, update
 
 from shared.db import SessionMaker, transaction
-from shared.jobs.lifecycle import ACTIVE_CALL, maybe_finish_job
+from shared.jobs.lifecycle import ACTIVE_CALL, end_unfinished, fail_call, maybe_finish_job
 from shared.models import Call, Job
 from shared.queue import enqueue_call
-from shared.webhooks.events import record_job_event
 
 log = logging.getLogger("saas_llm.reconciler")
 BATCH = 500
@@ -28,36 +27,52 @@ class ReconcileReport:
     released: int = 0
     finished: int = 0
     expired: int = 0
+    failed: int = 0
+
+
+WORKER_LOST = {
+    "type": "worker_lost",
+    "message": "the worker running this call stopped on every attempt",
+}
+DEADLINE = {"type": "deadline_exceeded", "message": "the job's deadline passed"}
+EXPIRED = {"type": "expired", "message": "the job was not completed before it expired"}
 
 
 async def reconcile(
-    sessionmaker: SessionMaker, queue: ArqRedis, *, queued_grace_seconds: float
+    sessionmaker: SessionMaker,
+    queue: ArqRedis,
+    *,
+    queued_grace_seconds: float,
+    max_attempts: int,
 ) -> ReconcileReport:
     """One pass; every step is idempotent."""
     report = ReconcileReport()
     grace = timedelta(seconds=queued_grace_seconds)
 
-    # 1. Running calls whose lease ran out: their worker died. Hand them back to the queue.
+    # 1. Running calls whose lease ran out: their worker died. Hand them back to the queue, or
+    # fail them once they have used every attempt (a call that kills its worker must not loop).
     async with transaction(sessionmaker) as session:
         stale = (
-            (
-                await session.execute(
-                    select(Call.id)
-                    .where(Call.status == "running", Call.lease_until < func.now())
-                    .limit(BATCH)
-                    .with_for_update(skip_locked=True)
-                )
+            await session.execute(
+                select(Call.id, Call.attempts)
+                .where(Call.status == "running", Call.lease_until < func.now())
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
             )
-            .scalars()
-            .all()
-        )
-        if stale:
+        ).all()
+        retry = [call_id for call_id, attempts in stale if attempts < max_attempts]
+        if retry:
             await session.execute(
                 update(Call)
-                .where(Call.id.in_(stale), Call.status == "running")
+                .where(Call.id.in_(retry), Call.status == "running")
                 .values(status="queued", lease_until=None, next_attempt_at=func.now())
             )
-    report.released = len(stale)
+    report.released = len(retry)
+    for call_id, attempts in stale:
+        if attempts >= max_attempts:
+            async with transaction(sessionmaker) as session:
+                await fail_call(session, call_id, WORKER_LOST)
+            report.failed += 1
 
     # 2. Queued calls due for a while: their queue entry may be lost. Enqueueing the same
     # attempt's id again is a no-op in arq when the entry still exists.
@@ -97,6 +112,7 @@ async def reconcile(
                 report.finished += 1
 
     # 4. Jobs past their deadline: what is unfinished fails (late answers are discarded).
+    # Each job in its own transaction, locking its calls before the job like the worker does.
     async with transaction(sessionmaker) as session:
         late = (
             (
@@ -107,27 +123,14 @@ async def reconcile(
                         Job.deadline_at < func.now(),
                     )
                     .limit(BATCH)
-                    .with_for_update(skip_locked=True)
                 )
             )
             .scalars()
             .all()
         )
-        for job_id in late:
-            await session.execute(
-                update(Call)
-                .where(Call.job_id == job_id, Call.status.in_(ACTIVE_CALL))
-                .values(
-                    status="failed",
-                    finished_at=func.now(),
-                    lease_until=None,
-                    error={"type": "deadline_exceeded", "message": "the job's deadline passed"},
-                )
-            )
-            await session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "open").values(status="running")
-            )
-            if await maybe_finish_job(session, job_id) is not None:
+    for job_id in late:
+        async with transaction(sessionmaker) as session:
+            if await end_unfinished(session, job_id, "failed", DEADLINE, job_error=None):
                 report.finished += 1
 
     # 5. Step-style jobs left open past their expiry.
@@ -135,29 +138,18 @@ async def reconcile(
         expired = (
             (
                 await session.execute(
-                    select(Job)
+                    select(Job.id)
                     .where(Job.status == "open", Job.expires_at < func.now())
                     .limit(BATCH)
-                    .with_for_update(skip_locked=True)
                 )
             )
             .scalars()
             .all()
         )
-        for job in expired:
-            await session.execute(
-                update(Call)
-                .where(Call.job_id == job.id, Call.status.in_(ACTIVE_CALL))
-                .values(status="cancelled", finished_at=func.now(), lease_until=None)
-            )
-            job.status = "expired"
-            job.finished_at = func.now()
-            job.error = {
-                "type": "expired",
-                "message": "the job was not completed before it expired",
-            }
-            await record_job_event(session, job)
-            report.expired += 1
+    for job_id in expired:
+        async with transaction(sessionmaker) as session:
+            if await end_unfinished(session, job_id, "cancelled", None, job_error=EXPIRED):
+                report.expired += 1
 
     if report.requeued or report.released or report.finished or report.expired:
         log.info("reconciled", extra=report.__dict__)

@@ -71,6 +71,10 @@ class JobRepository:
             out[job_id][status] = n
         return out
 
+    async def has_custom_id(self, job_id: str, custom_id: str) -> bool:
+        stmt = select(Call.id).where(Call.job_id == job_id, Call.custom_id == custom_id).limit(1)
+        return (await self.session.execute(stmt)).first() is not None
+
     async def next_seq(self, job_id: str) -> int:
         stmt = select(func.coalesce(func.max(Call.seq), -1) + 1).where(Call.job_id == job_id)
         return int((await self.session.execute(stmt)).scalar_one())

@@ -65,6 +65,13 @@ class ChatRequest(BaseModel):
         unknown = sorted(set(extra) - CHAT_PARAMS - {"stream"})
         if unknown:
             raise ValueError(f"unsupported parameter(s): {', '.join(unknown)}")
+        timeout = extra.get("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= 3600
+        ):
+            raise ValueError("timeout must be a number of seconds, more than 0 and at most 3600")
         if extra.pop("stream", False):
             raise ValueError(
                 "stream is not supported for jobs; poll, stream events or use a webhook"

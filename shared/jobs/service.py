@@ -24,7 +24,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.ids import new_id
-from shared.jobs.lifecycle import ACTIVE_CALL, maybe_finish_job
+from shared.jobs.lifecycle import ACTIVE_CALL, lock_active_calls, maybe_finish_job
 from shared.jobs.repository import JobRepository
 from shared.jobs.schemas import (
     CallOut,
@@ -46,6 +46,20 @@ class Submitted:
     job: Job
     call_ids: list[str]
     created: bool
+
+
+def reject_nul(value: Any, param: str = "") -> None:
+    """Refuse NUL characters anywhere in a payload: Postgres cannot store them in text or JSONB."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRequest("text must not contain NUL (\\u0000) characters", param=param or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key, param)
+            reject_nul(item, f"{param}.{key}" if param else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            reject_nul(item, f"{param}[{index}]")
 
 
 def request_hash(payload: Any) -> str:
@@ -156,6 +170,10 @@ class JobService:
 
     # -- submission -------------------------------------------------------------------------
 
+    async def replay(self, team: Team, data: JobCreate, key: str | None) -> Job | None:
+        """The job an earlier identical request with this Idempotency-Key created, if any."""
+        return await self._idempotent(team, key, request_hash(data.model_dump(mode="json")))
+
     async def _idempotent(self, team: Team, key: str | None, digest: str) -> Job | None:
         if key is None:
             return None
@@ -183,9 +201,11 @@ class JobService:
         idempotency_key: str | None = None,
     ) -> Submitted:
         """Create a job and all its calls, queued; the caller enqueues them after commit."""
-        digest = request_hash(data.model_dump(mode="json"))
+        payload = data.model_dump(mode="json")
+        digest = request_hash(payload)
         if (existing := await self._idempotent(team, idempotency_key, digest)) is not None:
             return Submitted(existing, [], created=False)
+        reject_nul(payload)
         limit = self._max_requests(team)
         if len(data.requests) > limit:
             raise LimitExceeded(f"at most {limit} requests per job", param="requests")
@@ -247,6 +267,7 @@ class JobService:
     async def create_step(self, team: Team, data: StepJobCreate) -> Job:
         if data.team_id is not None and data.team_id != team.id:
             raise BadRequest("team_id does not match the API key's team", param="team_id")
+        reject_nul(data.model_dump(mode="json"))
         ttl = data.ttl_seconds or self.settings.jobs_open_ttl_seconds
         job = Job(
             id=new_id("job"),
@@ -266,6 +287,7 @@ class JobService:
     async def add_call(
         self, team: Team, job_id: str, req: ChatRequest, available: list[str]
     ) -> Call:
+        reject_nul(req.model_dump(mode="json"))
         job = await self.repo.get(team.id, job_id, for_update=True)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
@@ -277,6 +299,10 @@ class JobService:
         self.check_models(team, [req], available)
         body = self._bodies([req])[0]
         custom_id = req.custom_id if req.custom_id is not None else f"request-{seq:06d}"
+        if await self.repo.has_custom_id(job.id, custom_id):
+            raise BadRequest(
+                f"custom_id {custom_id!r} is already used in this job", param="custom_id"
+            )
         call = Call(
             id=new_id("call"),
             job_id=job.id,
@@ -313,27 +339,27 @@ class JobService:
 
     async def cancel(self, team: Team, job_id: str) -> tuple[Job, list[str]]:
         """Cancel the unfinished calls and the job; returns the ids of the calls it stopped."""
-        job = await self.repo.get(team.id, job_id, for_update=True)
-        if job is None:
+        if await self.repo.get(team.id, job_id) is None:
             raise NotFound(f"no job {job_id!r}")
+        # Calls first, then the job: the order workers take, so the two never deadlock.
+        call_ids = await lock_active_calls(self.session, job_id)
+        job = await self.repo.get(team.id, job_id, for_update=True)
+        assert job is not None
         if job.status in JOB_TERMINAL:
             raise Conflict(f"job {job_id!r} has already ended ({job.status})")
-        rows = (
+        if call_ids:
             await self.session.execute(
                 update(Call)
-                .where(Call.job_id == job.id, Call.status.in_(ACTIVE_CALL))
+                .where(Call.id.in_(call_ids), Call.status.in_(ACTIVE_CALL))
                 .values(status="cancelled", finished_at=func.now(), lease_until=None)
-                .returning(Call.id, Call.__table__.c.status)
             )
-        ).all()
         job.status = "cancelled"
         job.finished_at = datetime.now(UTC)
         job.expires_at = None
         await self.session.flush()
         await self.session.refresh(job)
         await record_job_event(self.session, job)
-        running = [row[0] for row in rows]
-        return job, running
+        return job, call_ids
 
     # -- reading ----------------------------------------------------------------------------
 

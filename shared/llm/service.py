@@ -29,7 +29,7 @@ from shared.llm.client import (
     TransientLLMError,
     chat_completion,
 )
-from shared.models import Job
+from shared.models import Call, Job
 from shared.queue import enqueue_call, notify_job
 from shared.retry import backoff
 
@@ -51,10 +51,21 @@ class WorkerDeps:
     draining: bool = False
 
 
+def scrub(value: Any) -> Any:
+    """Replace NUL characters, which Postgres JSONB cannot store, in every string of `value`."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    return value
+
+
 def _success(result: LLMResult) -> CallOutcome:
     return CallOutcome(
         status="succeeded",
-        response=result.body,
+        response=scrub(result.body),
         model_used=result.model_used,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
@@ -79,9 +90,23 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
         return "busy"
     if call is None:
         return "skipped"
-    await notify_job(deps.queue, settings, call.job_id)
-    attempt = call.attempts
     extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
+    try:
+        return await _run_claimed(deps, call, deadline, extra)
+    except Exception:
+        # Whatever went wrong, the call must not stay `running` and be retried forever.
+        log.exception("call could not be processed", extra=extra)
+        error = {"type": "internal_error", "message": "the worker could not process this call"}
+        await _finish(deps, call_id, call.attempts, CallOutcome(status="failed", error=error))
+        await notify_job(deps.queue, settings, call.job_id)
+        return "failed"
+
+
+async def _run_claimed(
+    deps: WorkerDeps, call: Call, deadline: datetime | None, extra: dict[str, str]
+) -> str:
+    settings = deps.settings
+    call_id, attempt = call.id, call.attempts
     timeout = min(
         float(call.request.get("timeout") or settings.worker_call_timeout_seconds),
         settings.worker_call_timeout_seconds,
@@ -100,7 +125,9 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
             timeout=timeout,
         )
     )
+    # Registered before any await: a cancel published from now on finds the request.
     deps.inflight[call_id] = request
+    await notify_job(deps.queue, settings, call.job_id)
     try:
         result = await asyncio.shield(request)
     except asyncio.CancelledError:
@@ -183,7 +210,7 @@ async def _release(
 async def _fail(
     deps: WorkerDeps, call_id: str, attempt: int, exc: LLMError, extra: dict[str, str]
 ) -> str:
-    error = exc.as_error()
+    error = scrub(exc.as_error())
     error["attempts"] = attempt
     ended = await _finish(deps, call_id, attempt, CallOutcome(status="failed", error=error))
     await notify_job(deps.queue, deps.settings, extra["job_id"])

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import SessionMaker, transaction
 from shared.errors import Conflict, NotFound, TeamSuspended, Unauthorized
 from shared.ids import new_id
 from shared.models import ApiKey, Team
@@ -62,6 +63,7 @@ class TeamService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.repo = TeamRepository(session)
+        self.key_to_touch: str | None = None
 
     async def create(self, data: TeamCreate) -> Team:
         team = Team(
@@ -149,5 +151,13 @@ class TeamService:
         if team.status != "active":
             raise TeamSuspended(f"team {team.id!r} is {team.status}")
         if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY:
-            await self.repo.touch_key(key.id, now)
+            # Recorded after the request commits, in its own transaction: a row lock on the key
+            # must not be held while the request waits on the network.
+            self.key_to_touch = key.id
         return team
+
+
+async def touch_key(sessionmaker: SessionMaker, key_id: str) -> None:
+    """Record that a key was used, in a short transaction of its own."""
+    async with transaction(sessionmaker) as session:
+        await TeamRepository(session).touch_key(key_id, datetime.now(UTC))

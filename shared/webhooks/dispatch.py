@@ -102,7 +102,9 @@ async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
     }
     log.info("webhook attempt", extra=extra)
     if delay is not None:
-        await enqueue_delivery(deps.queue, delivery.id, attempts=delivery.attempts, defer_by=delay)
+        await enqueue_delivery(
+            deps.queue, deps.settings, delivery.id, attempts=delivery.attempts, defer_by=delay
+        )
     return outcome
 
 
@@ -232,7 +234,7 @@ async def sweep(deps: WorkerDeps) -> int:
     async with transaction(deps.sessionmaker) as session:
         due = await due_deliveries(session, SWEEP_BATCH)
     for delivery_id, attempts in due:
-        await enqueue_delivery(deps.queue, delivery_id, attempts=attempts)
+        await enqueue_delivery(deps.queue, deps.settings, delivery_id, attempts=attempts)
     if due:
         log.debug("webhook sweep", extra={"enqueued": len(due)})
     return len(due)

@@ -69,6 +69,30 @@ def _job_count(client: TeamClient) -> int:
             422,
             "validation_error",
         ),
+        (
+            {"requests": [{"model": "gpt-4o-mini", "messages": MSG, "timeout": "soon"}]},
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {"requests": [{"model": "gpt-4o-mini", "messages": MSG, "timeout": 0}]},
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {
+                "requests": [
+                    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a\u0000b"}]}
+                ]
+            },
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {"requests": [{"model": "gpt-4o-mini", "messages": MSG}], "metadata": {"k": "\u0000"}},
+            400,
+            "invalid_request_error",
+        ),
     ],
 )
 def test_bad_submissions_are_refused_and_write_nothing(
@@ -90,6 +114,15 @@ def test_malformed_json_and_oversized_body(team: TeamClient) -> None:
         ]
     }
     _assert_error(team.post("/api/jobs", json=big), 413, "payload_too_large")
+
+    def chunks():  # no Content-Length: the size is counted as the body streams in
+        yield b'{"requests": [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}]}]}'
+
+    chunked = team.post("/api/jobs", content=chunks(), headers={"content-type": "application/json"})
+    _assert_error(chunked, 413, "payload_too_large")
     assert _job_count(team) == 0
 
 

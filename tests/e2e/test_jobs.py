@@ -268,3 +268,28 @@ def test_models_list_and_pagination(team: TeamClient) -> None:
 
 
 __all__ = ["Path"]
+
+
+def test_a_nul_in_the_answer_is_stored_as_a_replacement_character(team: TeamClient) -> None:
+    job = team.submit(
+        [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{nonce()} [[nul]]"}]}]
+    )
+    done = team.wait(job["id"])
+    assert done["status"] == "succeeded"
+    content = team.get(f"/api/jobs/{job['id']}/results").json()["data"][0]["response"]["body"][
+        "choices"
+    ][0]["message"]["content"]
+    assert content.endswith("with a NUL \ufffd inside")
+
+
+def test_step_style_custom_ids_are_unique_within_a_job(team: TeamClient) -> None:
+    job_id = team.post("/api/jobs/create", json={}).json()["id"]
+    body = {
+        "custom_id": "same",
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    assert team.post(f"/api/jobs/{job_id}/calls", json=body).status_code == 202
+    again = team.post(f"/api/jobs/{job_id}/calls", json=body)
+    assert again.status_code == 400 and again.json()["error"]["param"] == "custom_id"
+    assert team.get(f"/api/jobs/{job_id}").json()["request_counts"]["total"] == 1

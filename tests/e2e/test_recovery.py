@@ -130,3 +130,50 @@ def test_job_deadline_fails_unfinished_calls(team: TeamClient) -> None:
     assert results["slow"]["status"] == "failed"
     assert results["slow"]["error"]["type"] == "deadline_exceeded"
     assert 1.5 <= (_ts(done["finished_at"]) - _ts(done["created_at"])) < 5
+
+
+def test_a_call_the_worker_cannot_process_fails_instead_of_looping(
+    team: TeamClient, stack: Stack, database_url: str
+) -> None:
+    """A poisoned row (written around the API's validation) ends `failed` after one attempt."""
+    import asyncio
+    import json as _json
+
+    import psycopg
+
+    from shared.config import Settings
+    from shared.ids import new_id
+    from shared.queue import create_queue, enqueue_call
+
+    job_id, call_id = new_id("job"), new_id("call")
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x"}],
+        "timeout": "soon",
+    }
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, team_id, style, status, total_calls) VALUES (%s, %s, 'batch', 'queued', 1)",
+            (job_id, team.team_id),
+        )
+        conn.execute(
+            "INSERT INTO calls (id, job_id, team_id, seq, custom_id, model_requested, request, status)"
+            " VALUES (%s, %s, %s, 0, 'poison', 'gpt-4o-mini', %s, 'queued')",
+            (call_id, job_id, team.team_id, _json.dumps(request)),
+        )
+
+    async def enqueue() -> None:
+        queue = await create_queue(
+            Settings(
+                redis_url=stack.env["REDIS_URL"], worker_queue_name=stack.env["WORKER_QUEUE_NAME"]
+            )
+        )
+        await enqueue_call(queue, call_id)
+        await queue.aclose()
+
+    asyncio.run(enqueue())
+    done = team.wait(job_id, timeout=30)
+    assert done["status"] == "failed"
+    call = team.get(f"/api/jobs/{job_id}", params={"include_calls": True}).json()["calls"][0]
+    assert call["status"] == "failed" and call["attempts"] == 1
+    assert call["error"]["type"] == "internal_error"

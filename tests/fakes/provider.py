@@ -8,6 +8,7 @@ time never interfere:
     [[retry-after:1]]   add `Retry-After: 1` to failures
     [[delay:250]]       wait 250 ms before answering
     [[tool]]            answer with a tool call to the first tool offered
+    [[nul]]             put a NUL character in the answer
 
 `FAKE_DELAY_MS` sets a default delay. `GET /_control/requests?contains=X` lists the requests seen
 (with the usage returned); `POST /_control/reset` forgets them.
@@ -93,6 +94,8 @@ async def chat(request: Request) -> JSONResponse:
             return JSONResponse({"error": error}, status_code=status, headers=headers)
     words = text.split()
     reply = "echo: " + " ".join(w for w in words if not MARKER.match(w))[:200]
+    if "nul" in markers:
+        reply += " with a NUL \x00 inside"
     usage = usage_for(messages, reply)
     record["status"] = 200
     record["done"] = time.time()

@@ -30,4 +30,5 @@ async def reconcile_task(ctx: dict[str, Any]) -> None:
         deps.sessionmaker,
         deps.queue,
         queued_grace_seconds=deps.settings.worker_requeue_grace_seconds,
+        max_attempts=deps.settings.worker_max_attempts,
     )
