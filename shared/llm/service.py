@@ -11,6 +11,9 @@ from typing import Any, TypeVar
 
 import httpx
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.config import Settings
 from shared.db import SessionMaker, transaction
@@ -93,8 +96,14 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
     extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
     try:
         return await _run_claimed(deps, call, deadline, extra)
-    except Exception:
-        # Whatever went wrong, the call must not stay `running` and be retried forever.
+    except Exception as exc:
+        if _infrastructure(exc):
+            # Postgres or Redis is away. Hand the call back as soon as they return; if they stay
+            # away, it stays `running` and the reconciler hands it back when its lease ends.
+            if await _release_when_possible(deps, call.id, call.attempts):
+                return "retry"
+            raise
+        # A fault of this call (bad data, a bug): fail it rather than retry it forever.
         log.exception("call could not be processed", extra=extra)
         error = {"type": "internal_error", "message": "the worker could not process this call"}
         await _finish(deps, call_id, call.attempts, CallOutcome(status="failed", error=error))
@@ -198,7 +207,7 @@ async def _finish(deps: WorkerDeps, call_id: str, attempt: int, outcome: CallOut
 
 
 async def _release(
-    deps: WorkerDeps, call_id: str, attempt: int, delay: float, error: dict[str, Any]
+    deps: WorkerDeps, call_id: str, attempt: int, delay: float, error: dict[str, Any] | None
 ) -> bool:
     async def write() -> bool:
         async with transaction(deps.sessionmaker) as session:
@@ -218,6 +227,30 @@ async def _fail(
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
     return "failed"
+
+
+async def _release_when_possible(deps: WorkerDeps, call_id: str, attempt: int) -> bool:
+    """Try for a few seconds to put the call back in the queue; True once it is."""
+    for pause in (0.5, 1.0, 2.0, 4.0):
+        await asyncio.sleep(pause)
+        try:
+            if await _release(deps, call_id, attempt, 0.0, None):
+                await enqueue_call(deps.queue, call_id, attempts=attempt)
+            return True
+        except Exception as exc:
+            if not _infrastructure(exc):
+                raise
+    return False
+
+
+def _infrastructure(exc: BaseException) -> bool:
+    """True for errors of the platform's own services, which pass; False for the call's own."""
+    if isinstance(exc, OSError | RedisError | PoolTimeout | OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
+        return not code.startswith("22")  # class 22: the data itself cannot be stored
+    return False
 
 
 def _current_cancelling() -> bool:
