@@ -135,8 +135,9 @@ class WebhookService:
         self, team: Team, endpoint_id: str, data: EndpointUpdate
     ) -> EndpointOut:
         endpoint = await self.endpoint(team, endpoint_id, for_update=True)
-        if data.url is not None:
+        if data.url is not None and str(data.url) != endpoint.url:
             endpoint.url = str(data.url)
+            endpoint.failing_since = None  # failures at the old address do not count for the new
         if data.description is not None:
             endpoint.description = data.description
         if data.event_types is not None:

@@ -570,3 +570,23 @@ def test_a_worker_killed_mid_delivery_delivers_once_it_is_back(
         assert done["status"] == "succeeded" and done["attempts"] == 2
         [logged] = _attempts(team, done["id"])
         assert logged["attempt"] == 2 and logged["status_code"] == 200
+
+
+def test_changing_a_failing_endpoints_url_clears_its_failure_clock(
+    team: TeamClient, receiver: Receiver
+) -> None:
+    failing = Receiver().start()
+    failing.default = Reply(500, body="down")
+    try:
+        endpoint = _endpoint(team, failing.url)
+        _step_job(team)
+        failing.wait_for(1)
+        url = f"/api/webhooks/endpoints/{endpoint['id']}"
+        since = wait_until(lambda: team.get(url).json()["failing_since"], what="failing_since")
+        assert since is not None
+        same = team.patch(url, json={"url": failing.url}).json()
+        assert same["failing_since"] == since  # the same address keeps its record
+        moved = team.patch(url, json={"url": receiver.url}).json()
+        assert moved["url"] == receiver.url and moved["failing_since"] is None
+    finally:
+        failing.stop()
