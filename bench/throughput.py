@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from cli.stack import Stack, free_port, spawn, start_api, start_proxy, start_worker
+from cli.stack import Proc, Stack, free_port, spawn, start_api, start_proxy, start_worker
 from tests.harness import (
     MASTER_KEY,
     create_database,
@@ -33,6 +33,12 @@ from tests.harness import (
     platform_env,
     start_fake_provider,
 )
+
+
+def cpu_seconds(proc: Proc) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -227,13 +233,22 @@ def main() -> None:
         )
         for delay in [int(x) for x in args.latencies.split(",")]:
             b = asyncio.run(baseline(proxy_url, args.jobs, args.concurrency, delay))
+            cpu_before = {name: cpu_seconds(proc) for name, proc in stack.procs.items()}
             p = asyncio.run(
                 platform(stack.api_url, key, args.jobs, args.concurrency, delay, sink_url)
             )
+            cpu = {
+                name: (cpu_seconds(proc) - cpu_before[name]) * 1000 / args.jobs
+                for name, proc in stack.procs.items()
+            }
             print(
                 f"{delay:>6}ms | {b['rate']:>11.1f} {b['p50'] * 1000:>7.0f} {b['p99'] * 1000:>7.0f} | "
                 f"{p['rate']:>7.1f} {p['submit_rate']:>8.1f} {p['p50'] * 1000:>7.0f} {p['p99'] * 1000:>7.0f} | "
                 f"{p['rate'] / b['rate']:>5.2f} | {p['hook_p50'] * 1000:>8.0f} {p['hook_p99'] * 1000:>7.0f}"
+            )
+            print(
+                "          CPU per job: "
+                + ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(cpu.items()))
             )
         stack.stop()
     finally:
