@@ -41,5 +41,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    # arq logs every task's start and end; our own logs say what each call and delivery did.
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "arq.worker", "arq.jobs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -71,6 +71,7 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
     await _check_in_flight(session, call_id)
     stmt = (
         update(Call)
+        .execution_options(synchronize_session=False)
         .where(Call.id == call_id, Call.status == "queued")
         .values(
             status="running",
@@ -86,6 +87,7 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
         return None
     await session.execute(
         update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == call.job_id, (Job.status == "queued") | Job.started_at.is_(None))
         .values(
             status=func.coalesce(func.nullif(Job.status, "queued"), "running"),
@@ -120,6 +122,7 @@ async def release_call(
         values["attempts"] = Call.attempts - 1
     stmt = (
         update(Call)
+        .execution_options(synchronize_session=False)
         .where(Call.id == call_id, Call.status == "running", Call.attempts == attempt)
         .values(**values)
         .returning(Call.id)
@@ -136,6 +139,7 @@ async def finish_call(
     """
     stmt = (
         update(Call)
+        .execution_options(synchronize_session=False)
         .where(Call.id == call_id, Call.status == "running", Call.attempts == attempt)
         .values(
             status=outcome.status,
@@ -158,6 +162,7 @@ async def finish_call(
         return None  # cancelled, re-claimed or already finished: discard this answer
     await session.execute(
         update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == job_id)
         .values(
             prompt_tokens=Job.prompt_tokens + (outcome.prompt_tokens or 0),
@@ -173,6 +178,7 @@ async def fail_call(session: AsyncSession, call_id: str, error: dict[str, Any]) 
     """End an unfinished call that cannot run any more; ends its job if it was the last."""
     stmt = (
         update(Call)
+        .execution_options(synchronize_session=False)
         .where(Call.id == call_id, Call.status.in_(ACTIVE_CALL))
         .values(status="failed", error=error, finished_at=func.now(), lease_until=None)
         .returning(Call.job_id)
@@ -209,6 +215,7 @@ async def end_unfinished(
     if ids:
         await session.execute(
             update(Call)
+            .execution_options(synchronize_session=False)
             .where(Call.id.in_(ids), Call.status.in_(ACTIVE_CALL))
             .values(status=call_status, error=call_error, finished_at=func.now(), lease_until=None)
         )
