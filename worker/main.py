@@ -56,8 +56,10 @@ async def _listen_for_cancels(deps: WorkerDeps) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     logs.configure("DEBUG" if settings.debug else "INFO")
     engine = create_engine(settings, pool_size=min(settings.worker_max_jobs, 50))
+    # Room for every call and every webhook delivery in flight at once.
     limits = httpx.Limits(
-        max_connections=settings.worker_max_jobs + 10, max_keepalive_connections=100
+        max_connections=settings.worker_max_jobs + settings.webhook_max_concurrency + 10,
+        max_keepalive_connections=100,
     )
     queue: ArqRedis = ctx["redis"]
     deps = WorkerDeps(
@@ -70,9 +72,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = engine
     ctx["cancel_listener"] = asyncio.create_task(_listen_for_cancels(deps))
     ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(deps))
-    hooks = webhook_worker(queue, deps)
-    ctx["webhook_worker"] = hooks
-    ctx["webhook_worker_task"] = asyncio.create_task(hooks.async_run())
+    ctx["webhook_worker_task"] = asyncio.create_task(_run_webhook_worker(ctx, queue, deps))
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
 
 
@@ -95,8 +95,23 @@ def webhook_worker(queue: ArqRedis, deps: WorkerDeps) -> Worker:
     )
 
 
+async def _run_webhook_worker(ctx: dict[str, Any], queue: ArqRedis, deps: WorkerDeps) -> None:
+    """Keep the webhook consumer running: if it fails (say, on a Redis failover), start another."""
+    while True:
+        hooks = webhook_worker(queue, deps)
+        ctx["webhook_worker"] = hooks
+        try:
+            await hooks.async_run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("webhook consumer failed; starting a new one")
+            await asyncio.sleep(1)
+
+
 async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
-    """Stop taking deliveries, give those in flight the drain window, then stop."""
+    """Stop taking deliveries, give those in flight a short drain (the calls' drain has already
+    run, and the whole stop must fit the platform's grace period), then stop."""
     hooks: Worker | None = ctx.get("webhook_worker")
     task: asyncio.Task[None] | None = ctx.get("webhook_worker_task")
     if hooks is None or task is None:
@@ -104,9 +119,9 @@ async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
     hooks.allow_pick_jobs = False
     pending = [t for t in hooks.tasks.values() if not t.done()]
     if pending:
-        await asyncio.wait(pending, timeout=settings.worker_drain_seconds)
+        await asyncio.wait(pending, timeout=min(settings.worker_drain_seconds, 5.0))
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     for t in hooks.tasks.values():
         t.cancel()  # an attempt cut short is retried once its lease ends

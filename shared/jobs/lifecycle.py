@@ -18,6 +18,7 @@ from shared.models import Call, Job, Team
 from shared.webhooks.events import record_job_event
 
 ACTIVE_CALL = ("queued", "running")
+LIVE_JOB = ("open", "queued", "running")
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,11 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
 
     Raises `TeamBusy` when the team's in-flight limit is reached (the caller tries later)."""
     await _check_in_flight(session, call_id)
+    job_live = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(LIVE_JOB)).exists()
     stmt = (
         update(Call)
         .execution_options(synchronize_session=False)
-        .where(Call.id == call_id, Call.status == "queued")
+        .where(Call.id == call_id, Call.status == "queued", job_live)
         .values(
             status="running",
             attempts=Call.attempts + 1,
@@ -84,6 +86,13 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
     )
     call = (await session.execute(stmt)).scalar_one_or_none()
     if call is None:
+        # A call added while its job was being cancelled or expired never runs.
+        await session.execute(
+            update(Call)
+            .execution_options(synchronize_session=False)
+            .where(Call.id == call_id, Call.status == "queued", ~job_live)
+            .values(status="cancelled", finished_at=func.now(), lease_until=None)
+        )
         return None
     await session.execute(
         update(Job)

@@ -17,7 +17,8 @@ class JobRepository:
     async def get(self, team_id: str, job_id: str, *, for_update: bool = False) -> Job | None:
         stmt = select(Job).where(Job.team_id == team_id, Job.id == job_id)
         if for_update:
-            stmt = stmt.with_for_update()
+            # Fresh values: the row may have changed while we waited for its lock.
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def by_idempotency_key(self, team_id: str, key: str) -> Job | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -347,6 +347,14 @@ class JobService:
         assert job is not None
         if job.status in JOB_TERMINAL:
             raise Conflict(f"job {job_id!r} has already ended ({job.status})")
+        # Also calls added while we waited for the lock; one a worker is claiming right now is
+        # skipped here, and its claim refuses it once this commits.
+        late = (
+            select(Call.id)
+            .where(Call.job_id == job.id, Call.status.in_(ACTIVE_CALL), Call.id.not_in(call_ids))
+            .with_for_update(skip_locked=True)
+        )
+        call_ids += list((await self.session.execute(late)).scalars().all())
         if call_ids:
             await self.session.execute(
                 update(Call)

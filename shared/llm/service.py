@@ -160,7 +160,7 @@ async def _run_claimed(
                 cap=settings.worker_retry_max_seconds,
                 retry_after=exc.retry_after,
             )
-            released = await _release(deps, call_id, attempt, delay, exc.as_error())
+            released = await _release(deps, call_id, attempt, delay, scrub(exc.as_error()))
             await notify_job(deps.queue, settings, call.job_id)
             if released:
                 await enqueue_call(deps.queue, call_id, attempts=attempt, defer_by=delay)
@@ -199,10 +199,20 @@ async def _uninterrupted(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _finish(deps: WorkerDeps, call_id: str, attempt: int, outcome: CallOutcome) -> Job | None:
+    """Record the outcome; through a short Postgres outage, keep the answer and try again
+    rather than paying the provider for it twice."""
+
     async def write() -> Job | None:
         async with transaction(deps.sessionmaker) as session:
             return await finish_call(session, call_id, attempt, outcome)
 
+    for pause in (0.5, 1.0, 2.0, 4.0):
+        try:
+            return await _uninterrupted(write())
+        except Exception as exc:
+            if not _infrastructure(exc):
+                raise
+            await asyncio.sleep(pause)
     return await _uninterrupted(write())
 
 
@@ -234,8 +244,9 @@ async def _release_when_possible(deps: WorkerDeps, call_id: str, attempt: int) -
     for pause in (0.5, 1.0, 2.0, 4.0):
         await asyncio.sleep(pause)
         try:
-            if await _release(deps, call_id, attempt, 0.0, None):
-                await enqueue_call(deps.queue, call_id, attempts=attempt)
+            await _release(deps, call_id, attempt, 0.0, None)
+            # Also when it was already released (by the retry path) but not enqueued.
+            await enqueue_call(deps.queue, call_id, attempts=attempt)
             return True
         except Exception as exc:
             if not _infrastructure(exc):
@@ -245,6 +256,10 @@ async def _release_when_possible(deps: WorkerDeps, call_id: str, attempt: int) -
 
 def _infrastructure(exc: BaseException) -> bool:
     """True for errors of the platform's own services, which pass; False for the call's own."""
+    if isinstance(exc, InterfaceError) and isinstance(
+        getattr(exc.orig, "__cause__", None), ValueError
+    ):
+        return False  # asyncpg's client-side data errors (bad values) arrive as InterfaceError
     if isinstance(exc, OSError | RedisError | PoolTimeout | OperationalError | InterfaceError):
         return True
     if isinstance(exc, DBAPIError):

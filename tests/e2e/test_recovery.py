@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 
 import httpx
+import psycopg
 
 from cli.stack import Stack
+from shared.config import Settings
+from shared.ids import new_id
+from shared.queue import create_queue, enqueue_call
 from tests.conftest import TeamClient, nonce
 from tests.harness import provider_requests, wait_until
 
@@ -132,48 +138,65 @@ def test_job_deadline_fails_unfinished_calls(team: TeamClient) -> None:
     assert 1.5 <= (_ts(done["finished_at"]) - _ts(done["created_at"])) < 5
 
 
-def test_a_call_the_worker_cannot_process_fails_instead_of_looping(
-    team: TeamClient, stack: Stack, database_url: str
-) -> None:
-    """A poisoned row (written around the API's validation) ends `failed` after one attempt."""
-    import asyncio
-    import json as _json
-
-    import psycopg
-
-    from shared.config import Settings
-    from shared.ids import new_id
-    from shared.queue import create_queue, enqueue_call
-
+def _queue_a_raw_call(
+    stack: Stack, database_url: str, team_id: str, job_status: str, request: dict
+) -> tuple[str, str]:
+    """Write a job and a queued call straight into Postgres (around the API's checks) and put
+    the call on the queue, as the API would."""
     job_id, call_id = new_id("job"), new_id("call")
-    request = {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": "x"}],
-        "timeout": "soon",
-    }
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO jobs (id, team_id, style, status, total_calls) VALUES (%s, %s, 'batch', 'queued', 1)",
-            (job_id, team.team_id),
+            "INSERT INTO jobs (id, team_id, style, status, total_calls) VALUES (%s, %s, 'batch', %s, 1)",
+            (job_id, team_id, job_status),
         )
         conn.execute(
             "INSERT INTO calls (id, job_id, team_id, seq, custom_id, model_requested, request, status)"
-            " VALUES (%s, %s, %s, 0, 'poison', 'gpt-4o-mini', %s, 'queued')",
-            (call_id, job_id, team.team_id, _json.dumps(request)),
+            " VALUES (%s, %s, %s, 0, 'raw', 'gpt-4o-mini', %s, 'queued')",
+            (call_id, job_id, team_id, json.dumps(request)),
         )
 
     async def enqueue() -> None:
+        env = stack.env
         queue = await create_queue(
-            Settings(
-                redis_url=stack.env["REDIS_URL"], worker_queue_name=stack.env["WORKER_QUEUE_NAME"]
-            )
+            Settings(redis_url=env["REDIS_URL"], worker_queue_name=env["WORKER_QUEUE_NAME"])
         )
         await enqueue_call(queue, call_id)
         await queue.aclose()
 
     asyncio.run(enqueue())
+    return job_id, call_id
+
+
+def test_a_call_the_worker_cannot_process_fails_instead_of_looping(
+    team: TeamClient, stack: Stack, database_url: str
+) -> None:
+    """A poisoned row (written around the API's validation) ends `failed` after one attempt."""
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x"}],
+        "timeout": "soon",
+    }
+    job_id, _ = _queue_a_raw_call(stack, database_url, team.team_id, "queued", request)
     done = team.wait(job_id, timeout=30)
     assert done["status"] == "failed"
     call = team.get(f"/api/jobs/{job_id}", params={"include_calls": True}).json()["calls"][0]
     assert call["status"] == "failed" and call["attempts"] == 1
     assert call["error"]["type"] == "internal_error"
+
+
+def test_a_call_of_an_ended_job_never_runs(
+    team: TeamClient, stack: Stack, database_url: str, provider: httpx.Client
+) -> None:
+    """A call that slipped in while its job was being cancelled is refused at claim time."""
+    tag = nonce()
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": tag}]}
+    job_id, call_id = _queue_a_raw_call(stack, database_url, team.team_id, "cancelled", request)
+    call = wait_until(
+        lambda: (
+            (c := team.get(f"/api/jobs/{job_id}/calls/{call_id}").json())["status"] != "queued"
+            and c
+        ),
+        what="the worker to take the call",
+    )
+    assert call["status"] == "cancelled" and call["attempts"] == 0
+    assert provider_requests(provider, tag) == []
