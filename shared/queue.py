@@ -12,6 +12,7 @@ import random
 from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import job_key_prefix
 from arq.worker import Retry as RetryTask
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -78,6 +79,19 @@ async def enqueue_call(
     await queue.enqueue_job(
         RUN_CALL, call_id, _job_id=call_task_id(call_id, attempts), _defer_by=defer_by
     )
+
+
+async def missing_call_tasks(
+    queue: ArqRedis, calls: list[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """The (call id, attempts) pairs whose queue entry does not exist, in one round trip."""
+    if not calls:
+        return []
+    async with queue.pipeline(transaction=False) as pipe:
+        for call_id, attempts in calls:
+            pipe.exists(job_key_prefix + call_task_id(call_id, attempts))
+        present = await pipe.execute()
+    return [item for item, exists in zip(calls, present, strict=True) if not exists]
 
 
 async def enqueue_calls(queue: ArqRedis, call_ids: list[str]) -> None:

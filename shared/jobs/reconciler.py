@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from arq.connections import ArqRedis
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 
 from shared.db import SessionMaker, transaction
 from shared.jobs.lifecycle import ACTIVE_CALL, end_unfinished, fail_call, maybe_finish_job
 from shared.models import Call, Job
-from shared.queue import enqueue_call
+from shared.queue import enqueue_call, missing_call_tasks
 
 log = logging.getLogger("saas_llm.reconciler")
 BATCH = 500
+REQUEUE_PAGES = 20
 
 
 @dataclass
@@ -74,23 +75,28 @@ async def reconcile(
                 await fail_call(session, call_id, WORKER_LOST)
             report.failed += 1
 
-    # 2. Queued calls due for a while: their queue entry may be lost. Enqueueing the same
-    # attempt's id again is a no-op in arq when the entry still exists.
-    async with transaction(sessionmaker) as session:
-        due = (
-            await session.execute(
-                select(Call.id, Call.attempts)
-                .where(
-                    Call.status == "queued",
-                    func.coalesce(Call.next_attempt_at, Call.created_at) < func.now() - grace,
-                )
-                .order_by(Call.created_at)
-                .limit(BATCH * 4)
-            )
-        ).all()
-    for call_id, attempts in due:
-        await enqueue_call(queue, call_id, attempts=attempts)
-    report.requeued = len(due)
+    # 2. Queued calls due for a while: their queue entry may be lost. Pages through them (so a
+    # large backlog that is merely waiting, e.g. behind a team's in-flight limit, does not hide
+    # lost ones behind it) and enqueues only those whose entry is missing.
+    after: tuple[datetime, str] | None = None
+    for _ in range(REQUEUE_PAGES):
+        due_at = func.coalesce(Call.next_attempt_at, Call.created_at)
+        stmt = (
+            select(Call.id, Call.attempts, due_at)
+            .where(Call.status == "queued", due_at < func.now() - grace)
+            .order_by(due_at, Call.id)
+            .limit(BATCH)
+        )
+        if after is not None:
+            stmt = stmt.where(tuple_(due_at, Call.id) > after)
+        async with transaction(sessionmaker) as session:
+            page = (await session.execute(stmt)).all()
+        if not page:
+            break
+        after = (page[-1][2], page[-1][0])
+        for call_id, attempts in await missing_call_tasks(queue, [(r[0], r[1]) for r in page]):
+            await enqueue_call(queue, call_id, attempts=attempts)
+            report.requeued += 1
 
     # 3. Closed jobs whose calls have all ended but that were never ended themselves.
     async with transaction(sessionmaker) as session:
