@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from cli.stack import Proc, Stack, free_port, start_api, start_proxy, start_worker
+from shared.models import JOB_TERMINAL
 from tests.harness import (
     MASTER_KEY,
     create_database,
@@ -25,7 +26,7 @@ from tests.harness import (
     start_fake_provider,
 )
 
-TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+TERMINAL = set(JOB_TERMINAL)
 
 
 @pytest.fixture(scope="session")

@@ -172,6 +172,8 @@ class JobService:
 
     async def replay(self, team: Team, data: JobCreate, key: str | None) -> Job | None:
         """The job an earlier identical request with this Idempotency-Key created, if any."""
+        if key is None:
+            return None  # no key: nothing to replay, and no need to hash the payload
         return await self._idempotent(team, key, request_hash(data.model_dump(mode="json")))
 
     async def _idempotent(self, team: Team, key: str | None, digest: str) -> Job | None:

@@ -19,9 +19,10 @@ import pytest
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
 from shared.migrations import upgrade
+from shared.models import JOB_TERMINAL
 from tests.harness import MASTER_KEY, fake_proxy_config, platform_env, start_fake_provider
 
-TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+TERMINAL = set(JOB_TERMINAL)
 
 
 @dataclass
