@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker shared cli saas_llm_client
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

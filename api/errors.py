@@ -10,10 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.db import classify_db_error
 from shared.errors import AppError
 
 log = logging.getLogger("saas_llm.api")
@@ -112,9 +113,6 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 
 UNAVAILABLE = (
-    OperationalError,
-    InterfaceError,
-    PoolTimeout,
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
@@ -129,22 +127,24 @@ def install(app: FastAPI) -> None:
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, _unavailable)
     app.add_exception_handler(DBAPIError, _dbapi_error)
+    app.add_exception_handler(PoolTimeout, _dbapi_error)
     app.add_exception_handler(Exception, _unhandled)
 
 
 async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DBAPIError)
-    if exc.connection_invalidated or isinstance(exc.orig, (OSError, ConnectionError)):
+    """Database errors, classified once (`shared.db.classify_db_error`) for API and worker."""
+    kind = classify_db_error(exc)
+    if kind in ("outage", "transient"):
+        # Unreachable, or a deadlock / serialization failure: nothing was written, and the same
+        # request can be retried.
         return await _unavailable(request, exc)
-    code = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
-    if code in TRANSIENT_SQLSTATES:
-        # A deadlock or serialization failure: nothing was written; the same request can be retried.
-        return await _unavailable(request, exc)
-    if code.startswith("22"):
+    if kind == "data":
         return error_response(
             request, 400, "invalid_request_error", "a value in the request cannot be stored"
         )
+    if kind == "integrity":
+        log.warning("constraint refused a write: %s", type(exc).__name__)
+        return error_response(
+            request, 409, "conflict", "the request conflicts with the current state; retry"
+        )
     return await _unhandled(request, exc)
-
-
-TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014"}

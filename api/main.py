@@ -5,18 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from api import errors
-from api.deps import AppState
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, events, health, jobs, webhooks
 from shared import logs
 from shared.config import Settings, get_settings
-from shared.db import create_engine, create_sessionmaker
-from shared.llm.client import ModelCatalog
-from shared.queue import create_queue
+from shared.queue import open_queue
+from shared.runtime import build_runtime
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,27 +24,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        queue = await create_queue(settings, retry_attempts=1)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        app.state.saas = AppState(
-            settings=settings,
-            sessionmaker=create_sessionmaker(engine),
-            queue=queue,
-            http=http,
-            catalog=ModelCatalog(
-                http,
-                base_url=settings.litellm_proxy_url,
-                master_key=settings.litellm_master_key,
-                ttl=settings.litellm_models_cache_seconds,
-            ),
-        )
+        # The queue connects on first use: the API starts (and accepts jobs durably) while
+        # Redis is down; the reconciler enqueues them once it is back.
+        rt = build_runtime(settings, open_queue(settings, retry_attempts=1))
+        app.state.saas = rt
         try:
             yield
         finally:
-            await http.aclose()
-            await queue.aclose()
-            await engine.dispose()
+            await rt.aclose()
 
     app = FastAPI(
         title="saas-llm",

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     jobs_open_ttl_seconds: int = 24 * 3600
     jobs_call_wait_max_seconds: float = 120.0
     idempotency_ttl_seconds: int = 24 * 3600
+    # Event streams re-read their job this often besides being woken by its notifications.
+    jobs_events_poll_seconds: float = 2.0
 
     # Webhooks (delivery lives in shared/webhooks).
     webhook_timeout_seconds: float = 15.0

@@ -1,10 +1,22 @@
-"""Async engine and session factory built from `DATABASE_URL`."""
+"""Async engine and sessions, the after-commit mechanism, and the one classifier of database errors.
+
+A unit of work is one transaction. Work that must only happen once it is durable (enqueueing,
+live-status wake-ups, cancel broadcasts) is registered with `after_commit` while the transaction
+is open and runs after the commit, in order, bounded in time; it never runs on rollback. The API
+(one session per request) and the worker (`transaction`) use the same mechanism.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from typing import Any, Literal
 
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,7 +26,12 @@ from sqlalchemy.ext.asyncio import (
 
 from shared.config import DatabaseURL, Settings
 
+log = logging.getLogger("saas_llm.db")
 SessionMaker = async_sessionmaker[AsyncSession]
+AfterCommit = Callable[[], Awaitable[None]]
+# Bounded: a frozen Redis must not hold an answer; the rows are already durable by then.
+AFTER_COMMIT_TIMEOUT = 5.0
+_HOOKS = "after_commit"
 
 
 def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
@@ -33,12 +50,109 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
     )
 
 
-def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(engine: AsyncEngine, *, info: dict[str, Any] | None = None) -> SessionMaker:
+    """Sessions that carry `info` (for example the live-status waker) into every unit of work."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or {})
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit, *, key: Hashable = None) -> None:
+    """Run `callback` once this session's transaction has committed; with `key`, at most once
+    per key per transaction (so a job changed three times is woken once)."""
+    hooks: dict[Hashable, AfterCommit] = session.info.setdefault(_HOOKS, {})
+    hooks[key if key is not None else object()] = callback
+
+
+def discard_after_commit(session: AsyncSession) -> None:
+    """Forget the after-commit work of a transaction that was rolled back."""
+    session.info.pop(_HOOKS, None)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """Run (and forget) the work registered so far; failures are logged, never raised, since
+    the rows are committed and the reconciler picks up whatever was not enqueued."""
+    hooks: dict[Hashable, AfterCommit] = session.info.pop(_HOOKS, {})
+    for callback in hooks.values():
+        try:
+            await asyncio.wait_for(callback(), timeout=AFTER_COMMIT_TIMEOUT)
+        except Exception:
+            log.exception("after-commit step failed; the reconciler will pick the work up")
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit now, then run the after-commit work registered so far."""
+    try:
+        await session.commit()
+    except BaseException:
+        discard_after_commit(session)
+        raise
+    await run_after_commit(session)
 
 
 @asynccontextmanager
 async def transaction(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on error."""
-    async with sessionmaker() as session, session.begin():
-        yield session
+    """One unit of work: commit on success (then its after-commit work), roll back on error."""
+    async with sessionmaker() as session:
+        try:
+            async with session.begin():
+                yield session
+        except BaseException:
+            discard_after_commit(session)
+            raise
+        await run_after_commit(session)
+
+
+def waker_info(**wakers: Callable[[str], Awaitable[None]]) -> dict[str, Any]:
+    """Session info that makes `wake(session, kind, id)` call `wakers[kind](id)` after commit."""
+    return {f"wake:{kind}": fn for kind, fn in wakers.items()}
+
+
+def wake(session: AsyncSession, kind: str, ident: str) -> None:
+    """Wake whoever watches `kind` `ident` (a job's live streams, a team's) once this transaction
+    commits; several wakes of the same id in one transaction coalesce into one."""
+    waker: Callable[[str], Awaitable[None]] | None = session.info.get(f"wake:{kind}")
+    if waker is not None:
+        after_commit(session, functools.partial(waker, ident), key=("wake", kind, ident))
+
+
+DbFailure = Literal["outage", "transient", "data", "integrity", "other"]
+# Deadlock, serialization failure, lock not available, statement cancelled: nothing was written
+# and the same work can simply be tried again.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
+
+
+def classify_db_error(exc: BaseException) -> DbFailure | None:
+    """What a database error means, for the API (503 / 400 / 409 / 500) and the worker (hand the
+    call back / fail it) alike; None when `exc` is not a database error.
+
+    - outage: the database cannot be reached (connection refused or lost, pool exhausted)
+    - transient: a deadlock or serialization failure; retrying the same work is safe
+    - data: the values themselves cannot be stored (SQLSTATE class 22)
+    - integrity: a constraint refused the write (class 23)
+    - other: any other database error (a bug)
+    """
+    if isinstance(exc, PoolTimeout):
+        return "outage"
+    if isinstance(exc, InterfaceError) and isinstance(
+        getattr(exc.orig, "__cause__", None), ValueError
+    ):
+        return "data"  # asyncpg's client-side data errors (bad values) arrive as InterfaceError
+    if isinstance(exc, IntegrityError):
+        return "integrity"
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc.orig, OSError | ConnectionError):
+            return "outage"
+        code = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
+        if code in TRANSIENT_SQLSTATES:
+            return "transient"
+        if code.startswith("22"):
+            return "data"
+        if code.startswith("23"):
+            return "integrity"
+        if code.startswith(("08", "53", "57P")) or isinstance(
+            exc, OperationalError | InterfaceError
+        ):
+            return "outage"  # connection exceptions, insufficient resources, admin shutdown
+        return "other"
+    if isinstance(exc, OSError):  # socket errors raised before SQLAlchemy wraps them
+        return "outage"
+    return None

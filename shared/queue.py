@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -20,7 +19,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+from shared.retry import backoff
 
+Queue = ArqRedis  # the queue client type, for modules that must not import arq themselves
 RUN_CALL = "run_call"
 DELIVER_EVENT = "deliver_event"
 CANCEL_CHANNEL_SUFFIX = ":cancel"
@@ -57,14 +58,39 @@ async def create_queue(settings: Settings, *, retry_attempts: int | None = None)
     )
 
 
+def open_queue(settings: Settings, *, retry_attempts: int | None = None) -> ArqRedis:
+    """A queue client that connects on first use instead of at once, so that a process (the API)
+    starts while Redis is down; its commands then fail until Redis is back."""
+    rs = redis_settings(settings, retry_attempts=retry_attempts)
+    pool = ArqRedis(
+        host=rs.host,
+        port=rs.port,
+        db=rs.database,
+        username=rs.username,
+        password=rs.password,
+        socket_connect_timeout=rs.conn_timeout,
+        ssl=rs.ssl,
+        ssl_cert_reqs=rs.ssl_cert_reqs,
+        ssl_ca_certs=rs.ssl_ca_certs,
+        ssl_check_hostname=rs.ssl_check_hostname,
+        retry=rs.retry,
+        retry_on_error=rs.retry_on_error,
+        max_connections=rs.max_connections,
+        encoding="utf8",
+    )
+    pool.job_serializer = serialize
+    pool.job_deserializer = deserialize
+    pool.default_queue_name = settings.worker_queue_name
+    return pool
+
+
 def cancel_channel(settings: Settings) -> str:
     return settings.worker_queue_name + CANCEL_CHANNEL_SUFFIX
 
 
 def retry_later(job_try: int) -> NoReturn:
     """Ask arq to run the current task again after a short, growing, jittered delay."""
-    delay = min(0.1 * 2 ** min(job_try, 5), 2.0) * random.uniform(0.5, 1.0)
-    raise RetryTask(defer=delay)
+    raise RetryTask(defer=backoff(job_try, base=0.1, cap=2.0))
 
 
 def call_task_id(call_id: str, attempts: int) -> str:
@@ -138,6 +164,18 @@ async def notify_job(queue: ArqRedis, settings: Settings, job_id: str) -> None:
     """Wake the job's live-status streams; best effort (they also poll)."""
     try:
         await queue.publish(job_channel(settings, job_id), "changed")
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        pass
+
+
+def team_channel(settings: Settings, team_id: str) -> str:
+    return f"{settings.worker_queue_name}:team:{team_id}"
+
+
+async def notify_team(queue: ArqRedis, settings: Settings, team_id: str) -> None:
+    """Tell the team's open streams that the team changed (suspended, say); best effort."""
+    try:
+        await queue.publish(team_channel(settings, team_id), "changed")
     except (RedisConnectionError, RedisTimeoutError, OSError):
         pass
 

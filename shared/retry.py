@@ -1,12 +1,22 @@
-"""The one set of retry rules for outbound HTTP: what is transient, and how long to wait."""
+"""The one set of retry rules: what is transient, how long to wait, and how to retry a step.
+
+`backoff` is the delay formula for everything that is tried again later (calls, queue retries,
+background loops); `retrying` retries a step in-process (tenacity) with the same shape.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+log = logging.getLogger("saas_llm.retry")
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 
@@ -46,3 +56,36 @@ def backoff(attempt: int, *, base: float, cap: float, retry_after: float | None 
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+def retrying(
+    should_retry: Callable[[BaseException], bool],
+    *,
+    attempts: int,
+    base: float = 0.5,
+    cap: float = 4.0,
+) -> AsyncRetrying:
+    """In-process retries of a step through a short outage, with the same backoff shape:
+    `async for attempt in retrying(...): with attempt: ...`; re-raises the last error."""
+    return AsyncRetrying(
+        retry=retry_if_exception(should_retry),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=base, max=cap, jitter=base),
+        reraise=True,
+    )
+
+
+async def forever(step: Callable[[], Awaitable[None]], *, name: str, pause: float = 1.0) -> None:
+    """Run a background loop (a listener, a consumer) and start it again whenever it fails, after
+    a growing pause capped at `pause` x 8; only cancellation stops it."""
+    failures = 0
+    while True:
+        try:
+            await step()
+            failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            log.warning("%s failed; restarting", name, exc_info=failures == 1)
+            await asyncio.sleep(backoff(failures, base=pause, cap=pause * 8))

@@ -14,8 +14,7 @@ from arq.connections import ArqRedis
 
 from shared import logs
 from shared.config import get_settings
-from shared.db import create_engine, create_sessionmaker
-from shared.llm.service import WorkerDeps, abort_calls
+from shared.llm.runner import abort_calls
 from shared.queue import (
     DELIVER_EVENT,
     RUN_CALL,
@@ -25,6 +24,8 @@ from shared.queue import (
     serialize,
     webhook_queue_name,
 )
+from shared.retry import forever
+from shared.runtime import Runtime, build_runtime
 from shared.webhooks.dispatch import run_sweeper
 from worker.tasks.calls import reconcile_task, run_call
 from worker.tasks.webhooks import deliver_event
@@ -33,56 +34,54 @@ log = logging.getLogger("saas_llm.worker")
 settings = get_settings()
 
 
-async def _listen_for_cancels(deps: WorkerDeps) -> None:
+async def _listen_for_cancels(rt: Runtime) -> None:
     """Abort in-flight provider requests of calls that were cancelled through the API."""
-    while True:
-        try:
-            pubsub = deps.queue.pubsub()
-            await pubsub.subscribe(cancel_channel(deps.settings))
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                call_ids = json.loads(message["data"])
-                aborted = abort_calls(deps, call_ids)
-                if aborted:
-                    log.info("aborted calls", extra={"count": aborted})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("cancel listener lost its connection; reconnecting")
-            await asyncio.sleep(1)
+    pubsub = rt.queue.pubsub()
+    try:
+        await pubsub.subscribe(cancel_channel(rt.settings))
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            aborted = abort_calls(rt, json.loads(message["data"]))
+            if aborted:
+                log.info("aborted calls", extra={"count": aborted})
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     logs.configure("DEBUG" if settings.debug else "INFO")
-    engine = create_engine(settings, pool_size=min(settings.worker_max_jobs, 50))
     # Room for every call and every webhook delivery in flight at once.
     limits = httpx.Limits(
         max_connections=settings.worker_max_jobs + settings.webhook_max_concurrency + 10,
         max_keepalive_connections=100,
     )
     queue: ArqRedis = ctx["redis"]
-    deps = WorkerDeps(
-        settings=settings,
-        sessionmaker=create_sessionmaker(engine),
+    rt = build_runtime(
+        settings,
+        queue,
+        pool_size=min(settings.worker_max_jobs, 50),
         http=httpx.AsyncClient(limits=limits, follow_redirects=False),
-        queue=queue,
     )
-    ctx["deps"] = deps
-    ctx["engine"] = engine
-    ctx["cancel_listener"] = asyncio.create_task(_listen_for_cancels(deps))
-    ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(deps))
-    ctx["webhook_worker_task"] = asyncio.create_task(_run_webhook_worker(ctx, queue, deps))
+    ctx["deps"] = rt
+    ctx["cancel_listener"] = asyncio.create_task(
+        forever(lambda: _listen_for_cancels(rt), name="cancel listener")
+    )
+    ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(rt))
+    ctx["webhook_worker_task"] = asyncio.create_task(
+        forever(lambda: _run_webhook_worker(ctx, queue, rt), name="webhook consumer")
+    )
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
 
 
-def webhook_worker(queue: ArqRedis, deps: WorkerDeps) -> Worker:
+def webhook_worker(queue: ArqRedis, rt: Runtime) -> Worker:
     """A second arq consumer in this process, for the webhook queue only."""
     return Worker(
         functions=[deliver_event],
         queue_name=webhook_queue_name(settings),
         redis_pool=queue,
-        ctx={"deps": deps},
+        ctx={"deps": rt},
         handle_signals=False,
         max_jobs=settings.webhook_max_concurrency,
         poll_delay=settings.worker_poll_delay_seconds,
@@ -95,18 +94,11 @@ def webhook_worker(queue: ArqRedis, deps: WorkerDeps) -> Worker:
     )
 
 
-async def _run_webhook_worker(ctx: dict[str, Any], queue: ArqRedis, deps: WorkerDeps) -> None:
-    """Keep the webhook consumer running: if it fails (say, on a Redis failover), start another."""
-    while True:
-        hooks = webhook_worker(queue, deps)
-        ctx["webhook_worker"] = hooks
-        try:
-            await hooks.async_run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("webhook consumer failed; starting a new one")
-            await asyncio.sleep(1)
+async def _run_webhook_worker(ctx: dict[str, Any], queue: ArqRedis, rt: Runtime) -> None:
+    """The webhook consumer; `forever` starts another if it fails (say, on a Redis failover)."""
+    hooks = webhook_worker(queue, rt)
+    ctx["webhook_worker"] = hooks
+    await hooks.async_run()
 
 
 async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
@@ -135,12 +127,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await background
-    deps: WorkerDeps | None = ctx.get("deps")
-    if deps is not None:
-        await deps.http.aclose()
-    engine = ctx.get("engine")
-    if engine is not None:
-        await engine.dispose()
+    rt: Runtime | None = ctx.get("deps")
+    if rt is not None:
+        # The queue connection belongs to arq, which closes it after this hook.
+        await rt.http.aclose()
+        await rt.engine.dispose()
     log.info("worker stopped")
 
 

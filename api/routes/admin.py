@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from api.deps import AdminDep, SessionDep
+from shared.models import TeamStatus
 from shared.teams.schemas import KeyCreate, KeyCreated, KeyOut, TeamCreate, TeamOut, TeamUpdate
 from shared.teams.service import TeamService, key_out, team_out
 
@@ -46,12 +47,12 @@ async def update_team(team_id: str, data: TeamUpdate, session: SessionDep) -> Te
 
 @router.post("/teams/{team_id}/suspend")
 async def suspend_team(team_id: str, session: SessionDep) -> TeamOut:
-    return team_out(await TeamService(session).set_status(team_id, "suspended"))
+    return team_out(await TeamService(session).set_status(team_id, TeamStatus.SUSPENDED))
 
 
 @router.post("/teams/{team_id}/resume")
 async def resume_team(team_id: str, session: SessionDep) -> TeamOut:
-    return team_out(await TeamService(session).set_status(team_id, "active"))
+    return team_out(await TeamService(session).set_status(team_id, TeamStatus.ACTIVE))
 
 
 @router.post("/teams/{team_id}/keys", status_code=201)

@@ -1,4 +1,9 @@
-"""Live job status as Server-Sent Events: `GET /api/jobs/{id}/events`."""
+"""Live job status as Server-Sent Events: `GET /api/jobs/{id}/events`.
+
+A stream is woken by the job's notifications (sent after each committed change) and by its
+team's (a suspension closes it); it also re-reads the job every `JOBS_EVENTS_POLL_SECONDS`, in
+case a notification was missed or Redis is away.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,15 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
+from sqlalchemy import select
 
-from api.deps import AppState, SessionDep, StateDep, TeamDep
+from api.deps import SessionDep, StateDep, TeamDep
 from shared.jobs.service import JobService
-from shared.models import JOB_TERMINAL, Team
-from shared.queue import job_channel
+from shared.models import JOB_TERMINAL, Team, TeamStatus
+from shared.queue import job_channel, team_channel
+from shared.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["jobs"])
-POLL_SECONDS = 2.0  # fallback when a notification is missed (or Redis is away)
 HEARTBEAT_SECONDS = 15.0
 
 
@@ -26,18 +32,23 @@ def _event(name: str, event_id: int, data: str) -> bytes:
     return f"event: {name}\nid: {event_id}\ndata: {data}\n\n".encode()
 
 
-async def _snapshot(state: AppState, team: Team, job_id: str) -> str:
-    async with state.sessionmaker() as session:
-        job = await JobService(session, state.settings).get_out(team, job_id)
+async def _snapshot(rt: Runtime, team: Team, job_id: str) -> str | None:
+    """The job as JSON, or None once its team is no longer active."""
+    async with rt.sessionmaker() as session:
+        status = (await session.execute(select(Team.status).where(Team.id == team.id))).scalar()
+        if status != TeamStatus.ACTIVE:
+            return None
+        job = await JobService(session, rt).get_out(team, job_id)
     return job.model_dump_json()
 
 
 async def _stream(
-    request: Request, state: AppState, team: Team, job_id: str, first: str
+    request: Request, rt: Runtime, team: Team, job_id: str, first: str
 ) -> AsyncIterator[bytes]:
-    pubsub = state.queue.pubsub()
+    pubsub = rt.queue.pubsub()
     with contextlib.suppress(RedisError, OSError):
-        await pubsub.subscribe(job_channel(state.settings, job_id))
+        await pubsub.subscribe(job_channel(rt.settings, job_id), team_channel(rt.settings, team.id))
+    poll = rt.settings.jobs_events_poll_seconds
     try:
         event_id, last = 1, first
         yield b"retry: 2000\n\n" + _event("job", event_id, first)
@@ -46,10 +57,14 @@ async def _stream(
             if await request.is_disconnected():
                 return
             try:
-                await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_SECONDS)
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll)
             except (RedisError, OSError, RuntimeError):
-                await asyncio.sleep(POLL_SECONDS)
-            current = await _snapshot(state, team, job_id)
+                await asyncio.sleep(poll)
+            current = await _snapshot(rt, team, job_id)
+            if current is None:
+                error = {"type": "team_suspended", "message": f"team {team.id!r} is suspended"}
+                yield _event("error", event_id + 1, json.dumps({"error": error}))
+                return
             if current != last:
                 event_id += 1
                 last = current
@@ -68,8 +83,8 @@ async def job_events(
     job_id: str, request: Request, team: TeamDep, session: SessionDep, state: StateDep
 ) -> StreamingResponse:
     """The job as it changes (`event: job`, the job as `GET /api/jobs/{id}` shows it); the
-    stream ends after the job's terminal state."""
-    first = (await JobService(session, state.settings).get_out(team, job_id)).model_dump_json()
+    stream ends after the job's terminal state, or with `event: error` if the team is suspended."""
+    first = (await JobService(session, state).get_out(team, job_id)).model_dump_json()
     return StreamingResponse(
         _stream(request, state, team, job_id, first),
         media_type="text/event-stream",

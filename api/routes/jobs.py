@@ -10,18 +10,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import SessionDep, StateDep, TeamDep, after_commit, commit
+from api.deps import SessionDep, StateDep, TeamDep
+from shared.db import commit
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.jobs.schemas import CallOut, JobCreate, JobList, JobOut, StepCallCreate, StepJobCreate
-from shared.jobs.service import JobService, call_out, job_out
-from shared.models import CALL_TERMINAL, Call
+from shared.jobs.service import JobService
+from shared.jobs.views import call_out, job_out
+from shared.models import CALL_TERMINAL, Call, CallStatus, JobStatus
 from shared.money import money_str
-from shared.queue import enqueue_call, enqueue_calls, notify_job, publish_cancel
-from shared.teams.limits import consume_requests
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
-JOB_STATUSES = {"open", "queued", "running", "succeeded", "failed", "cancelled", "expired"}
 
 
 async def _available(state: StateDep) -> list[str]:
@@ -50,19 +49,13 @@ async def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Batch style: a job and all its calls, queued at once."""
-    service = JobService(session, state.settings)
+    service = JobService(session, state)
     # A replay needs nothing but the database: answer it even while the proxy is away.
     if (original := await service.replay(team, data, idempotency_key)) is not None:
         response.headers["Idempotent-Replayed"] = "true"
         return await service.get_out(team, original.id)
-    submitted = await service.submit_batch(
-        team, data, await _available(state), idempotency_key=idempotency_key
-    )
-    if submitted.created:
-        call_ids = submitted.call_ids
-        await consume_requests(state.queue, state.settings.worker_queue_name, team, len(call_ids))
-        after_commit(session, lambda: enqueue_calls(state.queue, call_ids))
-    else:
+    submitted = await service.submit_batch(team, data, idempotency_key=idempotency_key)
+    if not submitted.created:
         response.headers["Idempotent-Replayed"] = "true"
     return await service.get_out(team, submitted.job.id)
 
@@ -72,7 +65,7 @@ async def create_step_job(
     data: StepJobCreate, team: TeamDep, session: SessionDep, state: StateDep
 ) -> JobOut:
     """Step style (the seed's endpoint): an open job that calls are added to one at a time."""
-    job = await JobService(session, state.settings).create_step(team, data)
+    job = await JobService(session, state).create_step(team, data)
     return job_out(job, {})
 
 
@@ -81,16 +74,12 @@ async def add_call(
     job_id: str, data: StepCallCreate, team: TeamDep, session: SessionDep, state: StateDep
 ) -> CallOut:
     """Queue one call on an open job; with `wait` > 0, answer when it ends (or the wait is over)."""
-    service = JobService(session, state.settings)
-    call = await service.add_call(team, job_id, data, await _available(state))
-    await consume_requests(state.queue, state.settings.worker_queue_name, team, 1)
-    call_id = call.id
-    after_commit(session, lambda: enqueue_call(state.queue, call_id))
+    call = await JobService(session, state).add_call(team, job_id, data)
     if data.wait <= 0:
         return call_out(call)
     await commit(session)  # the wait below must not hold the job's row lock
     wait = min(data.wait, state.settings.jobs_call_wait_max_seconds)
-    return call_out(await _wait_for_call(state, team.id, job_id, call_id, wait))
+    return call_out(await _wait_for_call(state, team.id, job_id, call.id, wait))
 
 
 async def _wait_for_call(
@@ -111,19 +100,16 @@ async def _wait_for_call(
 @router.post("/jobs/{job_id}/complete")
 async def complete_job(job_id: str, team: TeamDep, session: SessionDep, state: StateDep) -> JobOut:
     """Close an open job; it ends when its last call ends."""
-    service = JobService(session, state.settings)
+    service = JobService(session, state)
     await service.complete(team, job_id)
-    after_commit(session, lambda: notify_job(state.queue, state.settings, job_id))
     return await service.get_out(team, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel_job(job_id: str, team: TeamDep, session: SessionDep, state: StateDep) -> JobOut:
     """Stop queued calls from starting and abort running ones; nothing is charged."""
-    service = JobService(session, state.settings)
-    _, call_ids = await service.cancel(team, job_id)
-    after_commit(session, lambda: publish_cancel(state.queue, state.settings, call_ids))
-    after_commit(session, lambda: notify_job(state.queue, state.settings, job_id))
+    service = JobService(session, state)
+    await service.cancel(team, job_id)
     return await service.get_out(team, job_id)
 
 
@@ -140,9 +126,9 @@ async def list_jobs(
     limit: int = Query(default=20, ge=1, le=100),
 ) -> JobList:
     """The team's jobs, newest first."""
-    if status is not None and status not in JOB_STATUSES:
+    if status is not None and status not in set(JobStatus):
         raise BadRequest(f"unknown status {status!r}", param="status")
-    jobs, has_more = await JobService(session, state.settings).list_out(
+    jobs, has_more = await JobService(session, state).list_out(
         team, status=status, job_type=job_type, after=after, limit=limit
     )
     return JobList(data=jobs, has_more=has_more, next_cursor=jobs[-1].id if has_more else None)
@@ -156,26 +142,24 @@ async def get_job(
     state: StateDep,
     include_calls: bool = Query(default=False, alias="include_calls"),
 ) -> JobOut:
-    return await JobService(session, state.settings).get_out(
-        team, job_id, include_calls=include_calls
-    )
+    return await JobService(session, state).get_out(team, job_id, include_calls=include_calls)
 
 
 @router.get("/jobs/{job_id}/calls/{call_id}")
 async def get_call(
     job_id: str, call_id: str, team: TeamDep, session: SessionDep, state: StateDep
 ) -> CallOut:
-    call = await JobService(session, state.settings).call(team, job_id, call_id)
+    call = await JobService(session, state).call(team, job_id, call_id)
     return call_out(call, include_request=True)
 
 
 def _result_line(call: Call) -> dict[str, Any]:
     """One result in the shape of OpenAI's Batch output."""
     response = None
-    if call.status == "succeeded":
+    if call.status == CallStatus.SUCCEEDED:
         response = {"status_code": 200, "request_id": call.litellm_call_id, "body": call.response}
     error = call.error
-    if call.status == "cancelled" and error is None:
+    if call.status == CallStatus.CANCELLED and error is None:
         error = {"type": "cancelled", "message": "the call was cancelled"}
     return {
         "id": call.id,
@@ -192,7 +176,7 @@ async def job_results(
     job_id: str, request: Request, team: TeamDep, session: SessionDep, state: StateDep
 ) -> Response:
     """Results in custom_id order: JSON, or JSONL with `Accept: application/x-ndjson`."""
-    service = JobService(session, state.settings)
+    service = JobService(session, state)
     job = await service.get(team, job_id)
     calls = await service.calls(team, job_id)
     lines = [_result_line(c) for c in calls]

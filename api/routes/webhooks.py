@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import SessionDep, StateDep, TeamDep, after_commit
+from api.deps import SessionDep, StateDep, TeamDep
+from shared.db import after_commit
 from shared.errors import BadRequest
-from shared.models import DELIVERY_STATUSES, WebhookDelivery
+from shared.models import DeliveryStatus, WebhookDelivery
 from shared.queue import enqueue_delivery
 from shared.webhooks.schemas import (
     EVENT_TYPES,
@@ -180,7 +181,7 @@ async def list_deliveries(
     limit: Limit = 20,
 ) -> DeliveryList:
     """One row per event and target, newest first."""
-    if status is not None and status not in DELIVERY_STATUSES:
+    if status is not None and status not in set(DeliveryStatus):
         raise BadRequest(f"unknown status {status!r}", param="status")
     rows, has_more = await _service(session, state).list_deliveries(
         team, status=status, endpoint_id=endpoint_id, event_id=event_id, after=after, limit=limit

@@ -2,10 +2,19 @@
 
 Every change is a guarded UPDATE (`WHERE status = ...`), so a repeated task, a late answer or
 two workers racing can never finish a call twice, count its tokens twice or end a job twice.
+
+A job ends in exactly one place, `end_job`: whichever path ends it (its last call, a cancel, a
+deadline, an expiry, a worker lost for good), the same in-transaction hooks run in a fixed order
+(`JOB_END_HOOKS`: today the webhook event; settlement of money slots in before it) and the job's
+live streams are woken once the transaction commits.
+
+Lock order, everywhere: a job's calls (by id), then the job. Cancel, reconciler and workers take
+them in that order, so they never deadlock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,18 +23,29 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.models import Call, Job, Team
-from shared.webhooks.events import record_job_event
-
-ACTIVE_CALL = ("queued", "running")
-LIVE_JOB = ("open", "queued", "running")
+from shared.db import wake
+from shared.jobs.repository import JobRepository
+from shared.jobs.views import job_out
+from shared.models import (
+    CALL_ACTIVE,
+    JOB_CLOSED_ACTIVE,
+    JOB_LIVE,
+    JOB_TERMINAL,
+    Call,
+    CallStatus,
+    Job,
+    JobStatus,
+    Team,
+    TeamStatus,
+)
+from shared.webhooks.events import record_event
 
 
 @dataclass(frozen=True)
 class CallOutcome:
     """What a finished attempt produced."""
 
-    status: str  # succeeded | failed
+    status: CallStatus  # succeeded | failed
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     model_used: str | None = None
@@ -37,46 +57,132 @@ class CallOutcome:
     litellm_call_id: str | None = None
 
 
+# Jobs whose queued calls may start (not paused, not ended).
+JOB_RUNNABLE = (JobStatus.OPEN, JobStatus.QUEUED, JobStatus.RUNNING)
+
+
 class TeamBusy(Exception):
     """The call's team already has its maximum number of calls running."""
 
 
-async def _check_in_flight(session: AsyncSession, call_id: str) -> None:
-    """Hold the team's claim lock and raise `TeamBusy` if the team is at `max_calls_in_flight`."""
+# -- the job-end transition ----------------------------------------------------------------------
+
+JobEndHook = Callable[[AsyncSession, Job], Awaitable[None]]
+
+
+async def record_job_event(session: AsyncSession, job: Job) -> None:
+    """Hook: the outbox event `job.<status>`, with the job as the API shows it."""
+    counts = (await JobRepository(session).counts([job.id]))[job.id]
+    data = job_out(job, counts).model_dump(mode="json")
+    await record_event(
+        session, job.team_id, f"job.{job.status}", data, job_id=job.id, extra_url=job.webhook_url
+    )
+
+
+# In this order, inside the transaction that ends the job.
+JOB_END_HOOKS: tuple[JobEndHook, ...] = (record_job_event,)
+
+
+async def end_job(
+    session: AsyncSession, job: Job, status: JobStatus, error: dict[str, Any] | None = None
+) -> Job:
+    """End a live job (locked by the caller) with a terminal `status`: the one place a job ends."""
+    if status not in JOB_TERMINAL:
+        raise ValueError(f"{status!r} is not a terminal job status")
+    if job.status in JOB_TERMINAL:
+        raise ValueError(f"job {job.id} has already ended ({job.status})")
+    job.status = status
+    job.error = error
+    job.finished_at = func.now()
+    job.expires_at = None
+    await session.flush()
+    await session.refresh(job)  # server-side values such as finished_at = now()
+    for hook in JOB_END_HOOKS:
+        await hook(session, job)
+    wake(session, "job", job.id)
+    return job
+
+
+async def lock_job(session: AsyncSession, job_id: str) -> Job:
+    return (
+        await session.execute(select(Job).where(Job.id == job_id).with_for_update())
+    ).scalar_one()
+
+
+async def call_counts(session: AsyncSession, job_id: str) -> dict[str, int]:
+    stmt = select(Call.status, func.count()).where(Call.job_id == job_id).group_by(Call.status)
+    return {status: n for status, n in (await session.execute(stmt)).all()}
+
+
+async def maybe_finish_job(session: AsyncSession, job_id: str) -> Job | None:
+    """End a closed job whose calls have all ended; returns the job if this call ended it."""
+    job = await lock_job(session, job_id)
+    if job.status not in JOB_CLOSED_ACTIVE:
+        return None  # open (step style, more calls may come) or already ended
+    counts = await call_counts(session, job_id)
+    if any(counts.get(s, 0) for s in CALL_ACTIVE):
+        return None
+    total = sum(counts.values())
+    failed = counts.get(CallStatus.FAILED, 0)
+    if failed:
+        error = {
+            "type": "calls_failed",
+            "message": f"{failed} of {total} call(s) failed; see each call's error",
+        }
+        return await end_job(session, job, JobStatus.FAILED, error)
+    if counts.get(CallStatus.SUCCEEDED, 0) or total == 0:
+        return await end_job(session, job, JobStatus.SUCCEEDED)
+    return await end_job(session, job, JobStatus.CANCELLED)
+
+
+# -- calls ----------------------------------------------------------------------------------------
+
+
+async def _check_team(session: AsyncSession, call_id: str) -> bool:
+    """False if the call's team is suspended (the call stays queued until it is resumed).
+
+    Holds the team's claim lock and raises `TeamBusy` if the team is at `max_calls_in_flight`."""
     row = (
         await session.execute(
-            select(Call.team_id, Team.max_calls_in_flight)
+            select(Call.team_id, Team.status, Team.max_calls_in_flight)
             .join(Team, Team.id == Call.team_id)
-            .where(Call.id == call_id, Call.status == "queued")
+            .where(Call.id == call_id, Call.status == CallStatus.QUEUED)
         )
     ).first()
-    if row is None or row[1] is None:
-        return
-    team_id: str = row[0]
-    limit: int = row[1]
+    if row is None:
+        return True  # not queued any more: the claim below finds nothing
+    team_id, status, limit = row
+    if status != TeamStatus.ACTIVE:
+        return False
+    if limit is None:
+        return True
     # Serializes claims of this team's calls until commit, so concurrent workers cannot overshoot.
     await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(team_id))))
     running = (
         await session.execute(
-            select(func.count()).where(Call.team_id == team_id, Call.status == "running")
+            select(func.count()).where(Call.team_id == team_id, Call.status == CallStatus.RUNNING)
         )
     ).scalar_one()
     if running >= limit:
         raise TeamBusy(team_id)
+    return True
 
 
 async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) -> Call | None:
-    """Mark a queued call running (one more attempt); None if it is not queued any more.
+    """Mark a queued call running (one more attempt); None if it is not queued any more, its
+    team is suspended, or its job has ended (then the call is cancelled).
 
     Raises `TeamBusy` when the team's in-flight limit is reached (the caller tries later)."""
-    await _check_in_flight(session, call_id)
-    job_live = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(LIVE_JOB)).exists()
+    if not await _check_team(session, call_id):
+        return None
+    job_runs = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_RUNNABLE)).exists()
+    job_ended = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_TERMINAL)).exists()
     stmt = (
         update(Call)
-        .execution_options(synchronize_session=False)
-        .where(Call.id == call_id, Call.status == "queued", job_live)
+        .execution_options(synchronize_session=False, populate_existing=True)
+        .where(Call.id == call_id, Call.status == CallStatus.QUEUED, job_runs)
         .values(
-            status="running",
+            status=CallStatus.RUNNING,
             attempts=Call.attempts + 1,
             started_at=func.coalesce(Call.started_at, func.now()),
             lease_until=func.now() + timedelta(seconds=lease_seconds),
@@ -86,23 +192,25 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
     )
     call = (await session.execute(stmt)).scalar_one_or_none()
     if call is None:
-        # A call added while its job was being cancelled or expired never runs.
+        # A call added while its job was being cancelled or expired never runs; one of a paused
+        # job stays queued.
         await session.execute(
             update(Call)
             .execution_options(synchronize_session=False)
-            .where(Call.id == call_id, Call.status == "queued", ~job_live)
-            .values(status="cancelled", finished_at=func.now(), lease_until=None)
+            .where(Call.id == call_id, Call.status == CallStatus.QUEUED, job_ended)
+            .values(status=CallStatus.CANCELLED, finished_at=func.now(), lease_until=None)
         )
         return None
     await session.execute(
         update(Job)
         .execution_options(synchronize_session=False)
-        .where(Job.id == call.job_id, (Job.status == "queued") | Job.started_at.is_(None))
+        .where(Job.id == call.job_id, (Job.status == JobStatus.QUEUED) | Job.started_at.is_(None))
         .values(
-            status=func.coalesce(func.nullif(Job.status, "queued"), "running"),
+            status=func.coalesce(func.nullif(Job.status, JobStatus.QUEUED), JobStatus.RUNNING),
             started_at=func.coalesce(Job.started_at, func.now()),
         )
     )
+    wake(session, "job", call.job_id)
     return call
 
 
@@ -122,7 +230,7 @@ async def release_call(
 ) -> bool:
     """Put a running call back in the queue to run again after `delay` seconds."""
     values: dict[str, Any] = {
-        "status": "queued",
+        "status": CallStatus.QUEUED,
         "lease_until": None,
         "next_attempt_at": func.now() + timedelta(seconds=delay),
         "error": error,
@@ -132,11 +240,14 @@ async def release_call(
     stmt = (
         update(Call)
         .execution_options(synchronize_session=False)
-        .where(Call.id == call_id, Call.status == "running", Call.attempts == attempt)
+        .where(Call.id == call_id, Call.status == CallStatus.RUNNING, Call.attempts == attempt)
         .values(**values)
-        .returning(Call.id)
+        .returning(Call.job_id)
     )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    job_id = (await session.execute(stmt)).scalar_one_or_none()
+    if job_id is not None:
+        wake(session, "job", job_id)
+    return job_id is not None
 
 
 async def finish_call(
@@ -149,7 +260,7 @@ async def finish_call(
     stmt = (
         update(Call)
         .execution_options(synchronize_session=False)
-        .where(Call.id == call_id, Call.status == "running", Call.attempts == attempt)
+        .where(Call.id == call_id, Call.status == CallStatus.RUNNING, Call.attempts == attempt)
         .values(
             status=outcome.status,
             response=outcome.response,
@@ -180,6 +291,7 @@ async def finish_call(
             cost_usd=Job.cost_usd + (outcome.cost_usd or Decimal(0)),
         )
     )
+    wake(session, "job", job_id)
     return await maybe_finish_job(session, job_id)
 
 
@@ -188,94 +300,58 @@ async def fail_call(session: AsyncSession, call_id: str, error: dict[str, Any]) 
     stmt = (
         update(Call)
         .execution_options(synchronize_session=False)
-        .where(Call.id == call_id, Call.status.in_(ACTIVE_CALL))
-        .values(status="failed", error=error, finished_at=func.now(), lease_until=None)
+        .where(Call.id == call_id, Call.status.in_(CALL_ACTIVE))
+        .values(status=CallStatus.FAILED, error=error, finished_at=func.now(), lease_until=None)
         .returning(Call.job_id)
     )
     job_id = (await session.execute(stmt)).scalar_one_or_none()
     if job_id is None:
         return None
+    wake(session, "job", job_id)
     return await maybe_finish_job(session, job_id)
 
 
 async def lock_active_calls(session: AsyncSession, job_id: str) -> list[str]:
-    """Lock a job's unfinished calls, in id order; take these locks before the job's own lock
-    (the order the worker uses) so that cancel, reconciler and workers never deadlock."""
+    """Lock a job's unfinished calls, in id order (before the job's own lock: see above)."""
     stmt = (
         select(Call.id)
-        .where(Call.job_id == job_id, Call.status.in_(ACTIVE_CALL))
+        .where(Call.job_id == job_id, Call.status.in_(CALL_ACTIVE))
         .order_by(Call.id)
         .with_for_update()
     )
     return list((await session.execute(stmt)).scalars().all())
 
 
+async def stop_calls(
+    session: AsyncSession, call_ids: list[str], status: CallStatus, error: dict[str, Any] | None
+) -> None:
+    """End these (locked) unfinished calls with `status` without touching their job."""
+    if call_ids:
+        await session.execute(
+            update(Call)
+            .execution_options(synchronize_session=False)
+            .where(Call.id.in_(call_ids), Call.status.in_(CALL_ACTIVE))
+            .values(status=status, error=error, finished_at=func.now(), lease_until=None)
+        )
+
+
 async def end_unfinished(
     session: AsyncSession,
     job_id: str,
-    call_status: str,
+    call_status: CallStatus,
     call_error: dict[str, Any] | None,
     *,
     job_error: dict[str, Any] | None,
 ) -> Job | None:
     """End a job's unfinished calls with `call_status`; with `job_error`, the job ends `expired`
     (step style, never completed), else it ends by its calls. Returns the job if this ended it."""
-    ids = await lock_active_calls(session, job_id)
-    if ids:
-        await session.execute(
-            update(Call)
-            .execution_options(synchronize_session=False)
-            .where(Call.id.in_(ids), Call.status.in_(ACTIVE_CALL))
-            .values(status=call_status, error=call_error, finished_at=func.now(), lease_until=None)
-        )
-    job = (
-        await session.execute(select(Job).where(Job.id == job_id).with_for_update())
-    ).scalar_one()
-    if job.status not in ("open", "queued", "running"):
+    await stop_calls(session, await lock_active_calls(session, job_id), call_status, call_error)
+    job = await lock_job(session, job_id)
+    if job.status not in JOB_LIVE:
         return None
     if job_error is not None:
-        job.status = "expired"
-        job.error = job_error
-        job.finished_at = func.now()
-        await session.flush()
-        await session.refresh(job)
-        await record_job_event(session, job)
-        return job
-    if job.status == "open":
-        job.status = "running"
+        return await end_job(session, job, JobStatus.EXPIRED, job_error)
+    if job.status == JobStatus.OPEN:
+        job.status = JobStatus.RUNNING
         await session.flush()
     return await maybe_finish_job(session, job_id)
-
-
-async def call_counts(session: AsyncSession, job_id: str) -> dict[str, int]:
-    stmt = select(Call.status, func.count()).where(Call.job_id == job_id).group_by(Call.status)
-    return {status: n for status, n in (await session.execute(stmt)).all()}
-
-
-async def maybe_finish_job(session: AsyncSession, job_id: str) -> Job | None:
-    """End a closed job whose calls have all ended; returns the job if this call ended it."""
-    job = (
-        await session.execute(select(Job).where(Job.id == job_id).with_for_update())
-    ).scalar_one()
-    if job.status not in ("queued", "running"):
-        return None  # open (step style, more calls may come) or already ended
-    counts = await call_counts(session, job_id)
-    if any(counts.get(s, 0) for s in ACTIVE_CALL):
-        return None
-    total = sum(counts.values())
-    failed = counts.get("failed", 0)
-    if failed:
-        job.status = "failed"
-        job.error = {
-            "type": "calls_failed",
-            "message": f"{failed} of {total} call(s) failed; see each call's error",
-        }
-    elif counts.get("succeeded", 0) or total == 0:
-        job.status = "succeeded"
-    else:
-        job.status = "cancelled"
-    job.finished_at = func.now()
-    await session.flush()
-    await session.refresh(job)
-    await record_job_event(session, job)
-    return job

@@ -9,13 +9,22 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from arq.connections import ArqRedis
 from sqlalchemy import func, select, tuple_, update
 
 from shared.db import SessionMaker, transaction
-from shared.jobs.lifecycle import ACTIVE_CALL, end_unfinished, fail_call, maybe_finish_job
-from shared.models import Call, Job
-from shared.queue import enqueue_call, missing_call_tasks
+from shared.jobs.lifecycle import end_unfinished, fail_call, maybe_finish_job
+from shared.models import (
+    CALL_ACTIVE,
+    JOB_CLOSED_ACTIVE,
+    JOB_LIVE,
+    Call,
+    CallStatus,
+    Job,
+    JobStatus,
+    Team,
+    TeamStatus,
+)
+from shared.queue import Queue, enqueue_call, missing_call_tasks
 
 log = logging.getLogger("saas_llm.reconciler")
 BATCH = 500
@@ -41,7 +50,7 @@ EXPIRED = {"type": "expired", "message": "the job was not completed before it ex
 
 async def reconcile(
     sessionmaker: SessionMaker,
-    queue: ArqRedis,
+    queue: Queue,
     *,
     queued_grace_seconds: float,
     max_attempts: int,
@@ -56,7 +65,7 @@ async def reconcile(
         stale = (
             await session.execute(
                 select(Call.id, Call.attempts)
-                .where(Call.status == "running", Call.lease_until < func.now())
+                .where(Call.status == CallStatus.RUNNING, Call.lease_until < func.now())
                 .limit(BATCH)
                 .with_for_update(skip_locked=True)
             )
@@ -65,8 +74,8 @@ async def reconcile(
         if retry:
             await session.execute(
                 update(Call)
-                .where(Call.id.in_(retry), Call.status == "running")
-                .values(status="queued", lease_until=None, next_attempt_at=func.now())
+                .where(Call.id.in_(retry), Call.status == CallStatus.RUNNING)
+                .values(status=CallStatus.QUEUED, lease_until=None, next_attempt_at=func.now())
             )
     report.released = len(retry)
     for call_id, attempts in stale:
@@ -77,13 +86,19 @@ async def reconcile(
 
     # 2. Queued calls due for a while: their queue entry may be lost. Pages through them (so a
     # large backlog that is merely waiting, e.g. behind a team's in-flight limit, does not hide
-    # lost ones behind it) and enqueues only those whose entry is missing.
+    # lost ones behind it) and enqueues only those whose entry is missing. Calls of suspended
+    # teams wait, without queue entries, until the team is resumed.
+    team_active = select(Team.id).where(Team.id == Call.team_id, Team.status == TeamStatus.ACTIVE)
     after: tuple[datetime, str] | None = None
     for _ in range(REQUEUE_PAGES):
         due_at = func.coalesce(Call.next_attempt_at, Call.created_at)
         stmt = (
             select(Call.id, Call.attempts, due_at)
-            .where(Call.status == "queued", due_at < func.now() - grace)
+            .where(
+                Call.status == CallStatus.QUEUED,
+                due_at < func.now() - grace,
+                team_active.exists(),
+            )
             .order_by(due_at, Call.id)
             .limit(BATCH)
         )
@@ -100,12 +115,12 @@ async def reconcile(
 
     # 3. Closed jobs whose calls have all ended but that were never ended themselves.
     async with transaction(sessionmaker) as session:
-        active = select(Call.id).where(Call.job_id == Job.id, Call.status.in_(ACTIVE_CALL))
+        active = select(Call.id).where(Call.job_id == Job.id, Call.status.in_(CALL_ACTIVE))
         orphans = (
             (
                 await session.execute(
                     select(Job.id)
-                    .where(Job.status.in_(("queued", "running")), ~active.exists())
+                    .where(Job.status.in_(JOB_CLOSED_ACTIVE), ~active.exists())
                     .limit(BATCH)
                     .with_for_update(skip_locked=True)
                 )
@@ -125,7 +140,7 @@ async def reconcile(
                 await session.execute(
                     select(Job.id)
                     .where(
-                        Job.status.in_(("open", "queued", "running")),
+                        Job.status.in_(JOB_LIVE),
                         Job.deadline_at < func.now(),
                     )
                     .limit(BATCH)
@@ -136,7 +151,7 @@ async def reconcile(
         )
     for job_id in late:
         async with transaction(sessionmaker) as session:
-            if await end_unfinished(session, job_id, "failed", DEADLINE, job_error=None):
+            if await end_unfinished(session, job_id, CallStatus.FAILED, DEADLINE, job_error=None):
                 report.finished += 1
 
     # 5. Step-style jobs left open past their expiry.
@@ -145,7 +160,7 @@ async def reconcile(
             (
                 await session.execute(
                     select(Job.id)
-                    .where(Job.status == "open", Job.expires_at < func.now())
+                    .where(Job.status == JobStatus.OPEN, Job.expires_at < func.now())
                     .limit(BATCH)
                 )
             )
@@ -154,7 +169,7 @@ async def reconcile(
         )
     for job_id in expired:
         async with transaction(sessionmaker) as session:
-            if await end_unfinished(session, job_id, "cancelled", None, job_error=EXPIRED):
+            if await end_unfinished(session, job_id, CallStatus.CANCELLED, None, job_error=EXPIRED):
                 report.expired += 1
 
     if report.requeued or report.released or report.finished or report.expired:

@@ -9,34 +9,35 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.config import Settings
-from shared.errors import (
-    BadRequest,
-    Conflict,
-    IdempotencyConflict,
-    LimitExceeded,
-    ModelNotAllowed,
-    ModelNotFound,
-    NotFound,
-)
+from shared.db import after_commit
+from shared.errors import BadRequest, Conflict, IdempotencyConflict, NotFound
 from shared.ids import new_id
-from shared.jobs.lifecycle import ACTIVE_CALL, lock_active_calls, maybe_finish_job
-from shared.jobs.repository import JobRepository
-from shared.jobs.schemas import (
-    CallOut,
-    ChatRequest,
-    JobCreate,
-    JobOut,
-    RequestCounts,
-    StepJobCreate,
-    Usage,
+from shared.jobs.admission import Admission, reject_nul
+from shared.jobs.lifecycle import (
+    end_job,
+    lock_active_calls,
+    maybe_finish_job,
+    stop_calls,
 )
-from shared.models import JOB_TERMINAL, Call, Job, Team
-from shared.webhooks.events import record_job_event
+from shared.jobs.repository import JobRepository
+from shared.jobs.schemas import ChatRequest, JobCreate, JobOut, StepJobCreate
+from shared.jobs.views import job_out
+from shared.models import (
+    CALL_ACTIVE,
+    JOB_TERMINAL,
+    Call,
+    CallStatus,
+    Job,
+    JobStatus,
+    JobStyle,
+    Team,
+)
+from shared.queue import enqueue_call, enqueue_calls, publish_cancel
+from shared.runtime import Runtime
 
 
 @dataclass
@@ -48,125 +49,21 @@ class Submitted:
     created: bool
 
 
-def reject_nul(value: Any, param: str = "") -> None:
-    """Refuse NUL characters anywhere in a payload: Postgres cannot store them in text or JSONB."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise BadRequest("text must not contain NUL (\\u0000) characters", param=param or None)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            reject_nul(key, param)
-            reject_nul(item, f"{param}.{key}" if param else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            reject_nul(item, f"{param}[{index}]")
-
-
 def request_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def call_out(call: Call, *, include_request: bool = False) -> CallOut:
-    usage = None
-    if call.total_tokens is not None:
-        usage = Usage(
-            prompt_tokens=call.prompt_tokens or 0,
-            completion_tokens=call.completion_tokens or 0,
-            total_tokens=call.total_tokens,
-        )
-    return CallOut(
-        id=call.id,
-        job_id=call.job_id,
-        custom_id=call.custom_id,
-        status=call.status,
-        model=call.model_requested,
-        model_used=call.model_used,
-        request=call.request if include_request else None,
-        response=call.response,
-        usage=usage,
-        cost_usd=call.cost_usd,
-        latency_ms=call.latency_ms,
-        attempts=call.attempts,
-        litellm_call_id=call.litellm_call_id,
-        error=call.error,
-        created_at=call.created_at,
-        started_at=call.started_at,
-        finished_at=call.finished_at,
-    )
-
-
-def job_out(job: Job, counts: dict[str, int], calls: Sequence[Call] | None = None) -> JobOut:
-    rc = RequestCounts(total=sum(counts.values()), **{k: v for k, v in counts.items()})
-    return JobOut(
-        id=job.id,
-        job_id=job.id,
-        team_id=job.team_id,
-        style=job.style,
-        job_type=job.job_type,
-        status=job.status,
-        metadata=job.metadata_,
-        webhook_url=job.webhook_url,
-        request_counts=rc,
-        usage=Usage(
-            prompt_tokens=job.prompt_tokens,
-            completion_tokens=job.completion_tokens,
-            total_tokens=job.total_tokens,
-        ),
-        cost_usd=job.cost_usd,
-        credits_charged=job.credits_charged,
-        error=job.error,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        expires_at=job.expires_at,
-        calls=[call_out(c) for c in calls] if calls is not None else None,
-    )
-
-
 class JobService:
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    """A team's jobs: submit (through admission), add calls, complete, cancel, read.
+
+    Services enqueue their own work after the commit (`shared.db.after_commit`)."""
+
+    def __init__(self, session: AsyncSession, rt: Runtime) -> None:
         self.session = session
-        self.settings = settings
+        self.rt = rt
+        self.settings = rt.settings
+        self.admission = Admission(rt.settings, rt.catalog, rt.limiter)
         self.repo = JobRepository(session)
-
-    # -- validation -------------------------------------------------------------------------
-
-    def check_models(
-        self, team: Team, requests: Sequence[ChatRequest], available: list[str]
-    ) -> None:
-        """Every model must be served by the proxy and allowed for the team."""
-        allowed = set(team.allowed_models or [])
-        for index, req in enumerate(requests):
-            if req.model not in available:
-                raise ModelNotFound(
-                    f"unknown model {req.model!r}; available: {', '.join(available) or 'none'}",
-                    param=f"requests[{index}].model",
-                )
-            if allowed and req.model not in allowed:
-                raise ModelNotAllowed(
-                    f"model {req.model!r} is not allowed for team {team.id!r}",
-                    param=f"requests[{index}].model",
-                )
-
-    def _bodies(self, requests: Sequence[ChatRequest]) -> list[dict[str, Any]]:
-        bodies = []
-        for index, req in enumerate(requests):
-            if len(req.messages) > self.settings.jobs_max_messages:
-                raise LimitExceeded(
-                    f"at most {self.settings.jobs_max_messages} messages per request",
-                    param=f"requests[{index}].messages",
-                )
-            try:
-                bodies.append(req.body())
-            except ValueError as exc:
-                raise BadRequest(str(exc), param=f"requests[{index}]") from exc
-        return bodies
-
-    def _max_requests(self, team: Team) -> int:
-        limit = self.settings.jobs_max_requests
-        if team.max_requests_per_job:
-            limit = min(limit, team.max_requests_per_job)
-        return limit
 
     # -- submission -------------------------------------------------------------------------
 
@@ -195,44 +92,34 @@ class JobService:
         return existing
 
     async def submit_batch(
-        self,
-        team: Team,
-        data: JobCreate,
-        available: list[str],
-        *,
-        idempotency_key: str | None = None,
+        self, team: Team, data: JobCreate, *, idempotency_key: str | None = None
     ) -> Submitted:
-        """Create a job and all its calls, queued; the caller enqueues them after commit."""
+        """Create a job and all its calls, queued (enqueued once the transaction commits)."""
         payload = data.model_dump(mode="json")
         digest = request_hash(payload)
         if (existing := await self._idempotent(team, idempotency_key, digest)) is not None:
             return Submitted(existing, [], created=False)
         reject_nul(payload)
-        limit = self._max_requests(team)
-        if len(data.requests) > limit:
-            raise LimitExceeded(f"at most {limit} requests per job", param="requests")
-        self.check_models(team, data.requests, available)
-        bodies = self._bodies(data.requests)
-        if data.timeout_seconds is not None:
-            for body in bodies:
-                body.setdefault("timeout", data.timeout_seconds)
         custom_ids = [
             req.custom_id if req.custom_id is not None else f"request-{i:06d}"
             for i, req in enumerate(data.requests)
         ]
         if len(set(custom_ids)) != len(custom_ids):
             raise BadRequest("custom_id must be unique within a job", param="requests")
+        admitted = await self.admission.admit(
+            team, data.requests, timeout_seconds=data.timeout_seconds
+        )
         job = Job(
             id=new_id("job"),
             team_id=team.id,
-            style="batch",
+            style=JobStyle.BATCH,
             job_type=data.job_type,
             metadata_=data.metadata,
-            status="queued",
+            status=JobStatus.QUEUED,
             webhook_url=str(data.webhook_url) if data.webhook_url else None,
             idempotency_key=idempotency_key,
             request_hash=digest,
-            total_calls=len(bodies),
+            total_calls=len(admitted.bodies),
             deadline_at=(
                 datetime.now(UTC) + timedelta(seconds=data.deadline_seconds)
                 if data.deadline_seconds
@@ -248,9 +135,9 @@ class JobService:
                 custom_id=custom_ids[i],
                 model_requested=body["model"],
                 request=body,
-                status="queued",
+                status=CallStatus.QUEUED,
             )
-            for i, body in enumerate(bodies)
+            for i, body in enumerate(admitted.bodies)
         ]
         try:
             async with self.session.begin_nested():
@@ -264,7 +151,10 @@ class JobService:
                 return Submitted(again, [], created=False)
             raise
         await self.session.refresh(job)
-        return Submitted(job, [c.id for c in calls], created=True)
+        call_ids = [c.id for c in calls]
+        queue = self.rt.queue
+        after_commit(self.session, lambda: enqueue_calls(queue, call_ids))
+        return Submitted(job, call_ids, created=True)
 
     async def create_step(self, team: Team, data: StepJobCreate) -> Job:
         if data.team_id is not None and data.team_id != team.id:
@@ -274,10 +164,10 @@ class JobService:
         job = Job(
             id=new_id("job"),
             team_id=team.id,
-            style="step",
+            style=JobStyle.STEP,
             job_type=data.job_type,
             metadata_=data.metadata,
-            status="open",
+            status=JobStatus.OPEN,
             webhook_url=str(data.webhook_url) if data.webhook_url else None,
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
         )
@@ -286,25 +176,21 @@ class JobService:
         await self.session.refresh(job)
         return job
 
-    async def add_call(
-        self, team: Team, job_id: str, req: ChatRequest, available: list[str]
-    ) -> Call:
+    async def add_call(self, team: Team, job_id: str, req: ChatRequest) -> Call:
+        """Queue one call on an open job (through admission; enqueued after commit)."""
         reject_nul(req.model_dump(mode="json"))
         job = await self.repo.get(team.id, job_id, for_update=True)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        if job.status != "open":
+        if job.status != JobStatus.OPEN:
             raise Conflict(f"job {job_id!r} is {job.status}; calls can be added only to open jobs")
         seq = await self.repo.next_seq(job.id)
-        if seq >= self._max_requests(team):
-            raise LimitExceeded(f"at most {self._max_requests(team)} calls per job")
-        self.check_models(team, [req], available)
-        body = self._bodies([req])[0]
         custom_id = req.custom_id if req.custom_id is not None else f"request-{seq:06d}"
         if await self.repo.has_custom_id(job.id, custom_id):
             raise BadRequest(
                 f"custom_id {custom_id!r} is already used in this job", param="custom_id"
             )
+        body = (await self.admission.admit(team, [req], already=seq, param="")).bodies[0]
         call = Call(
             id=new_id("call"),
             job_id=job.id,
@@ -313,7 +199,7 @@ class JobService:
             custom_id=custom_id,
             model_requested=body["model"],
             request=body,
-            status="queued",
+            status=CallStatus.QUEUED,
         )
         self.session.add(call)
         job.total_calls = seq + 1
@@ -323,6 +209,8 @@ class JobService:
         except IntegrityError as exc:
             raise BadRequest("custom_id must be unique within a job", param="custom_id") from exc
         await self.session.refresh(call)
+        queue, call_id = self.rt.queue, call.id
+        after_commit(self.session, lambda: enqueue_call(queue, call_id))
         return call
 
     async def complete(self, team: Team, job_id: str) -> Job:
@@ -330,17 +218,17 @@ class JobService:
         job = await self.repo.get(team.id, job_id, for_update=True)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        if job.status != "open":
+        if job.status != JobStatus.OPEN:
             raise Conflict(f"job {job_id!r} is {job.status}, not open")
-        job.status = "running" if job.started_at is not None else "queued"
+        job.status = JobStatus.RUNNING if job.started_at is not None else JobStatus.QUEUED
         job.expires_at = None
         await self.session.flush()
         await maybe_finish_job(self.session, job.id)
         await self.session.refresh(job)
         return job
 
-    async def cancel(self, team: Team, job_id: str) -> tuple[Job, list[str]]:
-        """Cancel the unfinished calls and the job; returns the ids of the calls it stopped."""
+    async def cancel(self, team: Team, job_id: str) -> Job:
+        """Cancel the unfinished calls and the job; running calls are aborted after commit."""
         if await self.repo.get(team.id, job_id) is None:
             raise NotFound(f"no job {job_id!r}")
         # Calls first, then the job: the order workers take, so the two never deadlock.
@@ -353,23 +241,16 @@ class JobService:
         # skipped here, and its claim refuses it once this commits.
         late = (
             select(Call.id)
-            .where(Call.job_id == job.id, Call.status.in_(ACTIVE_CALL), Call.id.not_in(call_ids))
+            .where(Call.job_id == job.id, Call.status.in_(CALL_ACTIVE), Call.id.not_in(call_ids))
             .with_for_update(skip_locked=True)
         )
         call_ids += list((await self.session.execute(late)).scalars().all())
+        await stop_calls(self.session, call_ids, CallStatus.CANCELLED, None)
+        await end_job(self.session, job, JobStatus.CANCELLED)
         if call_ids:
-            await self.session.execute(
-                update(Call)
-                .where(Call.id.in_(call_ids), Call.status.in_(ACTIVE_CALL))
-                .values(status="cancelled", finished_at=func.now(), lease_until=None)
-            )
-        job.status = "cancelled"
-        job.finished_at = datetime.now(UTC)
-        job.expires_at = None
-        await self.session.flush()
-        await self.session.refresh(job)
-        await record_job_event(self.session, job)
-        return job, call_ids
+            queue, settings = self.rt.queue, self.settings
+            after_commit(self.session, lambda: publish_cancel(queue, settings, call_ids))
+        return job
 
     # -- reading ----------------------------------------------------------------------------
 

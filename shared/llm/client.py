@@ -136,31 +136,3 @@ async def chat_completion(
         completion_tokens=completion,
         total_tokens=int(usage.get("total_tokens") or prompt + completion),
     )
-
-
-class ModelCatalog:
-    """The proxy's model names, cached for a few seconds."""
-
-    def __init__(
-        self, client: httpx.AsyncClient, *, base_url: str, master_key: str, ttl: float
-    ) -> None:
-        self.client = client
-        self.base_url = base_url.rstrip("/")
-        self.master_key = master_key
-        self.ttl = ttl
-        self._models: list[str] = []
-        self._fetched = 0.0
-
-    async def names(self) -> list[str]:
-        """Model names served by the proxy; raises `httpx.HTTPError` if it cannot be asked."""
-        if self._models and time.monotonic() - self._fetched < self.ttl:
-            return self._models
-        response = await self.client.get(
-            self.base_url + "/v1/models",
-            headers={"Authorization": f"Bearer {self.master_key}"},
-            timeout=10.0,
-        )
-        response.raise_for_status()
-        self._models = sorted({m["id"] for m in response.json().get("data", [])})
-        self._fetched = time.monotonic()
-        return self._models

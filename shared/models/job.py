@@ -8,9 +8,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base
-
-JOB_TERMINAL = ("succeeded", "failed", "cancelled", "expired")
-CALL_TERMINAL = ("succeeded", "failed", "cancelled")
+from shared.models.status import CallStatus, JobStatus, JobStyle
 
 
 class Job(Base):
@@ -38,12 +36,12 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
-    style: Mapped[str] = mapped_column(String(8))  # batch | step
+    style: Mapped[JobStyle] = mapped_column(String(8))
     job_type: Mapped[str | None] = mapped_column(String(100))
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", server_default=text("'{}'::jsonb")
     )
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[JobStatus] = mapped_column(String(16))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -89,7 +87,7 @@ class Call(Base):
     model_requested: Mapped[str] = mapped_column(String(200))
     model_used: Mapped[str | None] = mapped_column(String(200))
     request: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), server_default="queued")
+    status: Mapped[CallStatus] = mapped_column(String(16), server_default="queued")
     response: Mapped[dict[str, Any] | None]
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]

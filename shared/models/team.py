@@ -8,6 +8,7 @@ from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, Timestamps
+from shared.models.status import TeamStatus
 
 
 class Team(Timestamps, Base):
@@ -17,7 +18,7 @@ class Team(Timestamps, Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    status: Mapped[TeamStatus] = mapped_column(String(16), server_default="active")
     # Empty list: every model the proxy serves.
     allowed_models: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     max_requests_per_job: Mapped[int | None]

@@ -9,8 +9,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, Timestamps
-
-DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+from shared.models.status import DeliveryStatus
 
 
 class WebhookEndpoint(Timestamps, Base):
@@ -90,7 +89,7 @@ class WebhookDelivery(Base):
         ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
     url: Mapped[str] = mapped_column(String(2048))
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    status: Mapped[DeliveryStatus] = mapped_column(String(16), server_default="pending")
     # All attempts ever made; `round_attempts` counts those since the last (re)delivery request
     # and indexes the retry schedule.
     attempts: Mapped[int] = mapped_column(server_default="0")

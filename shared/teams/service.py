@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import SessionMaker, transaction
+from shared.db import SessionMaker, transaction, wake
 from shared.errors import Conflict, NotFound, TeamSuspended, Unauthorized
 from shared.ids import new_id
-from shared.models import ApiKey, Team
+from shared.models import ApiKey, Team, TeamStatus
 from shared.teams.repository import TeamRepository
 from shared.teams.schemas import KeyCreate, KeyCreated, KeyOut, TeamCreate, TeamOut, TeamUpdate
 
@@ -69,7 +69,7 @@ class TeamService:
         team = Team(
             id=data.team_id,
             name=data.name,
-            status="active",
+            status=TeamStatus.ACTIVE,
             allowed_models=data.allowed_models,
             max_requests_per_job=data.max_requests_per_job,
             max_calls_in_flight=data.max_calls_in_flight,
@@ -101,11 +101,15 @@ class TeamService:
         await self.session.refresh(team)
         return team
 
-    async def set_status(self, team_id: str, status: str) -> Team:
+    async def set_status(self, team_id: str, status: TeamStatus) -> Team:
+        """Suspend or resume a team. A suspended team's queued calls do not start (the workers
+        skip them) and its open event streams close once this commits; on resume the
+        reconciler enqueues the calls that waited."""
         team = await self.get(team_id)
         team.status = status
         await self.session.flush()
         await self.session.refresh(team)
+        wake(self.session, "team", team.id)
         return team
 
     async def create_key(self, team_id: str, data: KeyCreate) -> KeyCreated:
@@ -148,7 +152,7 @@ class TeamService:
             raise Unauthorized("this API key has been revoked")
         if key.expires_at is not None and key.expires_at <= now:
             raise Unauthorized("this API key has expired")
-        if team.status != "active":
+        if team.status != TeamStatus.ACTIVE:
             raise TeamSuspended(f"team {team.id!r} is {team.status}")
         if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY:
             # Recorded after the request commits, in its own transaction: a row lock on the key

@@ -20,9 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import DatabaseURL, Settings
 from shared.db import transaction
 from shared.ids import new_id
-from shared.llm.service import WorkerDeps
-from shared.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from shared.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from shared.queue import enqueue_delivery
+from shared.runtime import Runtime
 from shared.webhooks.delivery import SendResult, encode_payload, send, sign_headers
 from shared.webhooks.events import NOTIFY_CHANNEL
 from shared.webhooks.repository import WebhookRepository, claim_delivery, due_deliveries
@@ -45,7 +51,7 @@ def lease_seconds(settings: Settings) -> float:
     return settings.webhook_timeout_seconds + 5.0
 
 
-async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
+async def deliver(deps: Runtime, delivery_id: str) -> str:
     """Make the next attempt of a delivery if it is due; safe to run any number of times."""
     settings = deps.settings
     async with transaction(deps.sessionmaker) as session:
@@ -58,7 +64,9 @@ async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
         if delivery.endpoint_id is not None:
             endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
             if endpoint is None or not endpoint.enabled:
-                await _settle(session, delivery, status="failed", error="endpoint disabled")
+                await _settle(
+                    session, delivery, status=DeliveryStatus.FAILED, error="endpoint disabled"
+                )
                 return "disabled"
             secrets = active_secrets(
                 endpoint.secret, endpoint.previous_secret, endpoint.previous_secret_expires_at
@@ -109,7 +117,7 @@ async def deliver(deps: WorkerDeps, delivery_id: str) -> str:
 
 
 async def _record(
-    deps: WorkerDeps, delivery: WebhookDelivery, url: str, result: SendResult
+    deps: Runtime, delivery: WebhookDelivery, url: str, result: SendResult
 ) -> tuple[str, float | None]:
     """Log the attempt (sent to `url`) and move the delivery on; returns the outcome and the
     next delay."""
@@ -151,12 +159,14 @@ async def _record(
         if result.ok:
             if endpoint is not None:
                 endpoint.failing_since = None
-            await _settle(session, delivery, status="succeeded", code=result.status_code)
+            await _settle(
+                session, delivery, status=DeliveryStatus.SUCCEEDED, code=result.status_code
+            )
             return "succeeded", None
         if result.status_code == 410 and endpoint is not None:
             endpoint.enabled = False
             endpoint.disabled_reason = "gone"
-            await _settle(session, delivery, status="failed", code=410, error=error)
+            await _settle(session, delivery, status=DeliveryStatus.FAILED, code=410, error=error)
             log.warning("webhook endpoint disabled: 410 Gone", extra={"endpoint_id": endpoint.id})
             return "gone", None
         if endpoint is not None:
@@ -173,7 +183,13 @@ async def _record(
                 )
         disabled = endpoint is not None and not endpoint.enabled
         if delivery.round_attempts >= len(schedule) or disabled:
-            await _settle(session, delivery, status="failed", code=result.status_code, error=error)
+            await _settle(
+                session,
+                delivery,
+                status=DeliveryStatus.FAILED,
+                code=result.status_code,
+                error=error,
+            )
             return "failed", None
         delay = schedule[delivery.round_attempts]
         if result.retry_after is not None:
@@ -182,7 +198,7 @@ async def _record(
             update(WebhookDelivery)
             .where(
                 WebhookDelivery.id == delivery.id,
-                WebhookDelivery.status == "pending",
+                WebhookDelivery.status == DeliveryStatus.PENDING,
                 WebhookDelivery.attempts == delivery.attempts,
             )
             .values(
@@ -202,7 +218,7 @@ async def _settle(
     session: AsyncSession,
     delivery: WebhookDelivery,
     *,
-    status: str,
+    status: DeliveryStatus,
     code: int | None = None,
     error: str | None = None,
 ) -> None:
@@ -211,7 +227,7 @@ async def _settle(
         update(WebhookDelivery)
         .where(
             WebhookDelivery.id == delivery.id,
-            WebhookDelivery.status == "pending",
+            WebhookDelivery.status == DeliveryStatus.PENDING,
             WebhookDelivery.attempts == delivery.attempts,
         )
         .values(
@@ -219,13 +235,13 @@ async def _settle(
             next_attempt_at=None,
             last_status_code=code,
             last_error=error,
-            delivered_at=func.now() if status == "succeeded" else None,
+            delivered_at=func.now() if status == DeliveryStatus.SUCCEEDED else None,
             updated_at=func.now(),
         )
     )
 
 
-async def sweep(deps: WorkerDeps) -> int:
+async def sweep(deps: Runtime) -> int:
     """Enqueue every due delivery (lost queue entries, crashed attempts, new events).
 
     The due ids are read in a short transaction and enqueued after it ends, so a slow Redis
@@ -244,7 +260,7 @@ def _setter(event: asyncio.Event) -> Callable[..., None]:
     return lambda *_: event.set()
 
 
-async def _listen(deps: WorkerDeps, wake: asyncio.Event) -> None:
+async def _listen(deps: Runtime, wake: asyncio.Event) -> None:
     """Set `wake` whenever a transaction that recorded deliveries commits."""
     url = DatabaseURL(deps.settings.database_url)
     dsn = url.url("asyncpg").replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -269,7 +285,7 @@ async def _listen(deps: WorkerDeps, wake: asyncio.Event) -> None:
                 await conn.close()
 
 
-async def run_sweeper(deps: WorkerDeps) -> None:
+async def run_sweeper(deps: Runtime) -> None:
     """Sweep when notified and at least every `webhook_sweep_seconds`; runs until cancelled."""
     wake = asyncio.Event()
     listener = asyncio.create_task(_listen(deps, wake))

@@ -5,6 +5,9 @@ process dying after the commit loses nothing: the worker's sweep finds due deliv
 transaction also sends a Postgres NOTIFY, which Postgres delivers only if it commits; workers
 listening for it sweep at once, so delivery starts within milliseconds of the commit whichever
 process (API, worker, reconciler) ended the job.
+
+This module knows nothing of jobs: the jobs package calls `record_event` from its job-end
+transition (`shared.jobs.lifecycle.end_job`).
 """
 
 from __future__ import annotations
@@ -12,19 +15,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.ids import new_id
-from shared.models import Job, WebhookDelivery, WebhookEvent
+from shared.models import DeliveryStatus, WebhookDelivery, WebhookEvent
 from shared.webhooks.repository import WebhookRepository
 
-JOB_EVENTS = {
-    "succeeded": "job.succeeded",
-    "failed": "job.failed",
-    "cancelled": "job.cancelled",
-    "expired": "job.expired",
-}
+EVENT_TYPES = (
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.expired",
+    "job.paused",
+    "job.resumed",
+    "budget.threshold_crossed",
+    "credits.low",
+)
 NOTIFY_CHANNEL = "saas_llm_webhooks"
 
 
@@ -59,7 +66,7 @@ async def record_event(
             event_id=event.id,
             endpoint_id=endpoint_id,
             url=url,
-            status="pending",
+            status=DeliveryStatus.PENDING,
             next_attempt_at=now,
         )
         for endpoint_id, url in targets
@@ -70,22 +77,3 @@ async def record_event(
         await session.flush()
         await session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
     return event
-
-
-async def record_job_event(session: AsyncSession, job: Job) -> WebhookEvent | None:
-    """Record `job.<status>` for a job that has just ended, with the job as the API shows it."""
-    # jobs.service imports jobs.lifecycle, which calls this module: import at call time.
-    from shared.jobs.repository import JobRepository
-    from shared.jobs.service import job_out
-
-    type_ = JOB_EVENTS.get(job.status)
-    if type_ is None:
-        return None
-    await session.flush()
-    if inspect(job).expired_attributes:
-        await session.refresh(job)  # server-side values such as finished_at = now()
-    counts = (await JobRepository(session).counts([job.id]))[job.id]
-    data = job_out(job, counts).model_dump(mode="json")
-    return await record_event(
-        session, job.team_id, type_, data, job_id=job.id, extra_url=job.webhook_url
-    )

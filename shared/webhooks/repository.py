@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import (
+    DeliveryStatus,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -160,10 +161,12 @@ class WebhookRepository:
         stmt = (
             update(WebhookDelivery)
             .where(
-                WebhookDelivery.team_id == team_id, WebhookDelivery.status != "pending", *conditions
+                WebhookDelivery.team_id == team_id,
+                WebhookDelivery.status != DeliveryStatus.PENDING,
+                *conditions,
             )
             .values(
-                status="pending",
+                status=DeliveryStatus.PENDING,
                 round_attempts=0,
                 next_attempt_at=func.now(),
                 updated_at=func.now(),
@@ -189,7 +192,7 @@ class WebhookRepository:
         return await self.requeue(
             team_id,
             WebhookDelivery.endpoint_id == endpoint_id,
-            WebhookDelivery.status == "failed",
+            WebhookDelivery.status == DeliveryStatus.FAILED,
             WebhookDelivery.created_at >= since,
         )
 
@@ -205,7 +208,7 @@ async def claim_delivery(
         update(WebhookDelivery)
         .where(
             WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == "pending",
+            WebhookDelivery.status == DeliveryStatus.PENDING,
             # arq and Postgres clocks may differ a little: a deferred task may come a bit early.
             WebhookDelivery.next_attempt_at <= func.now() + timedelta(seconds=0.25),
         )
@@ -225,7 +228,10 @@ async def due_deliveries(session: AsyncSession, limit: int) -> Sequence[tuple[st
     decides which attempt runs, so two sweeps may both return a row."""
     stmt = (
         select(WebhookDelivery.id, WebhookDelivery.attempts)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= func.now())
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= func.now(),
+        )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
     )

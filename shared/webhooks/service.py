@@ -11,6 +11,7 @@ from shared.config import Settings
 from shared.errors import Conflict, NotFound
 from shared.ids import new_id
 from shared.models import (
+    DeliveryStatus,
     Team,
     WebhookAttempt,
     WebhookDelivery,
@@ -68,7 +69,7 @@ def delivery_out(d: WebhookDelivery) -> DeliveryOut:
         url=d.url,
         status=d.status,
         attempts=d.attempts,
-        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+        next_attempt_at=d.next_attempt_at if d.status == DeliveryStatus.PENDING else None,
         last_status_code=d.last_status_code,
         last_error=d.last_error,
         delivered_at=d.delivered_at,

@@ -36,10 +36,47 @@ class Chaos:
     provider: Proc
     env: dict[str, str]
     api_url: str
+    api: Proc | None = None
     key: str = ""
     workers: list[Proc] = field(default_factory=list)
     started_workers: int = 0
     restarts: int = 0
+
+    def ensure_healthy(self) -> None:
+        """Bring the platform back to its normal shape: PostgreSQL, Redis, the provider and the
+        API up, exactly one worker running, and nothing of an earlier test still in flight."""
+        if self.pg.proc is None or not self.pg.proc.alive():
+            self.restart_postgres()
+        if self.redis.proc is None or not self.redis.proc.alive():
+            self.redis.start()
+        if not self.provider.alive():
+            self.restart_provider()
+        if self.api is None or not self.api.alive():
+            self.api = start_api(self.env, int(self.api_url.rsplit(":", 1)[1]), self.root / "logs")
+        self.workers = [w for w in self.workers if w.alive()]
+        while len(self.workers) > 1:
+            self.workers.pop().stop()
+        if not self.workers:
+            self.new_worker()
+        self.cancel_unfinished()
+        self.restarts = 0
+
+    def cancel_unfinished(self) -> None:
+        """Cancel the team's jobs that are still running (left by a test that failed)."""
+        with self.client() as client:
+            for status in ("queued", "running", "open"):
+                page = client.get("/api/jobs", params={"status": status, "limit": 100}).json()
+                for job in page["data"]:
+                    client.post(f"/api/jobs/{job['id']}/cancel")
+
+    def release(self, name: str) -> None:
+        """Answer the provider requests held under `name` (and later ones)."""
+        url = f"http://127.0.0.1:{self.provider_port}/_control/release"
+        httpx.post(url, params={"name": name}, timeout=10).raise_for_status()
+
+    def held(self, marker: str) -> int:
+        """Provider requests with `marker` that are open right now."""
+        return sum(1 for r in self.seen(marker) if "done" not in r)
 
     def restart_provider(self) -> None:
         self.provider.stop()
@@ -61,8 +98,10 @@ class Chaos:
         self.redis.start()
 
     def new_worker(self) -> Proc:
+        """Start a worker and wait until it takes tasks."""
         self.started_workers += 1
         worker = start_worker(self.env, self.root / "logs", name=f"worker-{self.started_workers}")
+        worker.wait_log("worker started", timeout=120)
         self.workers.append(worker)
         return worker
 
@@ -123,7 +162,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     )
     api_port = free_port()
     api = start_api(env, api_port, logs)
-    c = Chaos(root, pg, redis, provider_port, provider, env, f"http://127.0.0.1:{api_port}")
+    c = Chaos(root, pg, redis, provider_port, provider, env, f"http://127.0.0.1:{api_port}", api)
     admin = {"Authorization": f"Bearer {MASTER_KEY}"}
     httpx.post(
         c.api_url + "/api/admin/teams", json={"team_id": "chaos", "name": "chaos"}, headers=admin
@@ -135,18 +174,30 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     yield c
     for w in c.workers:
         w.kill()
-    api.stop()
+    if c.api is not None:
+        c.api.stop()
     proxy.stop()
     c.provider.stop()
     redis.stop()
     pg.stop()
 
 
+@pytest.fixture
+def healthy(chaos: Chaos) -> Iterator[Chaos]:
+    """Each test starts from a healthy platform and leaves one behind, whatever it broke."""
+    chaos.ensure_healthy()
+    try:
+        yield chaos
+    finally:
+        chaos.ensure_healthy()
+
+
 def wait_all_terminal(
-    client: httpx.Client, job_ids: list[str], timeout: float = 120.0, chaos: Chaos | None = None
+    client: httpx.Client, job_ids: list[str], timeout: float = 180.0, chaos: Chaos | None = None
 ) -> list[dict[str, Any]]:
     """Poll until every job has ended (tolerating 503s while a dependency comes back); with
-    `chaos`, act as the workers' supervisor meanwhile (restart those that exited)."""
+    `chaos`, act as the workers' supervisor meanwhile (restart those that exited). Returns the
+    jobs that ended by the timeout; those that did not are the lost ones, which `report` counts."""
     deadline = time.monotonic() + timeout
     pending = set(job_ids)
     jobs: dict[str, dict[str, Any]] = {}
@@ -163,10 +214,11 @@ def wait_all_terminal(
                 jobs[job_id] = r.json()
                 pending.discard(job_id)
         if pending and time.monotonic() > deadline:
-            raise AssertionError(f"{len(pending)} job(s) never ended, e.g. {sorted(pending)[:3]}")
+            print(f"\n{len(pending)} job(s) never ended, e.g. {sorted(pending)[:3]}")
+            break
         if pending:
             time.sleep(0.2)
-    return [jobs[j] for j in job_ids]
+    return [jobs[j] for j in job_ids if j in jobs]
 
 
 def report(name: str, submitted: int, jobs: list[dict[str, Any]], repeated: int) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 
+from cli.stack import start_api
 from tests.chaos.conftest import Chaos, report, wait_all_terminal
 from tests.harness import wait_until
 
@@ -33,45 +34,62 @@ def _submit(client: httpx.Client, tag: str, jobs: int, calls: int, extra: str = 
 
 
 def _running_calls(client: httpx.Client, ids: list[str]) -> int:
+    """Calls `running` in Postgres, as the API reports them."""
     return sum(client.get(f"/api/jobs/{j}").json()["request_counts"]["running"] for j in ids)
 
 
-def test_kill_9_worker_with_hundreds_of_calls_in_flight(chaos: Chaos) -> None:
+def _check(name: str, submitted: int, jobs: list[dict], repeated: int, calls: int) -> None:
+    """The CHAOS line, then: nothing lost, nothing counted twice, every call succeeded."""
+    lost, twice = report(name, submitted, jobs, repeated)
+    assert lost == 0 and twice == 0
+    assert len(jobs) == submitted
+    assert [j["request_counts"]["succeeded"] for j in jobs] == [calls] * submitted
+
+
+def test_kill_9_worker_with_hundreds_of_calls_in_flight(healthy: Chaos) -> None:
+    chaos = healthy
     tag = "kill9-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
-        ids = _submit(client, tag, jobs=20, calls=15, extra="[[delay:2000]]")
-        wait_until(lambda: len(chaos.seen(tag)) >= 200, 60, "200 calls in flight")
+        # Every provider request is held open until released: what is in flight at the kill is
+        # exactly what the provider holds, whatever the machine's speed.
+        ids = _submit(client, tag, jobs=20, calls=15, extra=f"[[hold:{tag}]]")
+        slots = int(chaos.env["WORKER_MAX_JOBS"])  # 250 of the 300 calls fill the worker
+        wait_until(lambda: chaos.held(tag) == slots, 120, f"{slots} calls held at the provider")
+        in_flight = wait_until(
+            lambda: _running_calls(client, ids) == slots and slots, 60, "calls running in Postgres"
+        )
         worker = chaos.workers[-1]
         worker.popen.send_signal(signal.SIGKILL)
-        worker.popen.wait(10)
+        worker.popen.wait(30)
         chaos.workers.remove(worker)
-        in_flight = _running_calls(client, ids)
-        assert in_flight >= 200
+        sent_before = len(chaos.seen(tag))
+        assert sent_before == in_flight  # the dead worker had sent exactly what was running
+        chaos.release(tag)
         chaos.new_worker()
-        jobs = wait_all_terminal(client, ids, timeout=180)
+        jobs = wait_all_terminal(client, ids)
     repeated = len(chaos.seen(tag)) - 300
-    lost, twice = report("kill -9 worker", 20, jobs, repeated)
-    assert lost == 0 and twice == 0
-    assert all(j["status"] == "succeeded" and j["request_counts"]["succeeded"] == 15 for j in jobs)
-    assert 0 <= repeated <= in_flight
+    _check("kill -9 worker", 20, jobs, repeated, 15)
+    print(f"CHAOS kill -9: in flight at the kill {in_flight}, repeated {repeated}")
+    # each call in flight at the kill was sent once more; no other call was sent twice
+    assert 0 < repeated <= in_flight
 
 
-def test_redis_restarted_empty_during_load(chaos: Chaos) -> None:
+def test_redis_restarted_empty_during_load(healthy: Chaos) -> None:
+    chaos = healthy
     tag = "redis-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=10, calls=10, extra="[[delay:500]]")
         wait_until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
         chaos.redis_restart_empty()
         chaos.restarts = 0
-        jobs = wait_all_terminal(client, ids, timeout=180, chaos=chaos)
+        jobs = wait_all_terminal(client, ids, chaos=chaos)
         print(f"\nCHAOS redis: workers restarted by the supervisor: {chaos.restarts}")
     repeated = len(chaos.seen(tag)) - 100
-    lost, twice = report("redis restarted empty", 10, jobs, repeated)
-    assert lost == 0 and twice == 0
-    assert all(j["status"] == "succeeded" for j in jobs)
+    _check("redis restarted empty", 10, jobs, repeated, 10)
 
 
-def test_postgres_restarted_during_load(chaos: Chaos) -> None:
+def test_postgres_restarted_during_load(healthy: Chaos) -> None:
+    chaos = healthy
     tag = "pg-" + uuid.uuid4().hex[:6]
     statuses: dict[int, int] = {}
     with chaos.client() as client:
@@ -93,70 +111,81 @@ def test_postgres_restarted_during_load(chaos: Chaos) -> None:
             statuses[g.status_code] = statuses.get(g.status_code, 0) + 1
         chaos.restart_postgres()
         chaos.restarts = 0
-        jobs = wait_all_terminal(client, ids, timeout=180, chaos=chaos)
+        jobs = wait_all_terminal(client, ids, chaos=chaos)
         print(f"\nCHAOS postgres: workers restarted by the supervisor: {chaos.restarts}")
     print(f"\nCHAOS postgres outage: API answers during the outage {statuses}")
     assert set(statuses) == {503}
-    lost, twice = report("postgres restarted", 10, jobs, len(chaos.seen(tag)) - 100)
-    assert lost == 0 and twice == 0
-    assert all(j["status"] == "succeeded" for j in jobs)
+    _check("postgres restarted", 10, jobs, len(chaos.seen(tag)) - 100, 10)
 
 
-def test_provider_down_then_failing_then_back(chaos: Chaos) -> None:
+def test_provider_down_then_failing_then_back(healthy: Chaos) -> None:
+    chaos = healthy
     tag = "prov-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
         chaos.stop_provider()
         down = _submit(client, tag, jobs=3, calls=2, extra="down")
-        jobs = wait_all_terminal(client, down, timeout=120)
-        assert all(j["status"] == "failed" for j in jobs)
+        jobs = wait_all_terminal(client, down)
+        assert [j["status"] for j in jobs] == ["failed"] * 3
         for j in jobs:
             for call in j["calls"]:
                 assert call["status"] == "failed" and call["attempts"] == 4
                 assert call["error"]["type"] == "provider_error"
         chaos.restart_provider()
         failing = _submit(client, tag, jobs=2, calls=2, extra="[[fail:500]]")
-        failed = wait_all_terminal(client, failing, timeout=120)
-        assert all(j["status"] == "failed" and j["usage"]["total_tokens"] == 0 for j in failed)
+        failed = wait_all_terminal(client, failing)
+        assert [(j["status"], j["usage"]["total_tokens"]) for j in failed] == [("failed", 0)] * 2
         back = _submit(client, tag, jobs=3, calls=2, extra="back")
-        ok = wait_all_terminal(client, back, timeout=120)
+        ok = wait_all_terminal(client, back)
     lost, twice = report("provider down/500/back", 8, jobs + failed + ok, 0)
     assert lost == 0 and twice == 0
-    assert all(j["status"] == "succeeded" for j in ok)
+    assert [j["status"] for j in ok] == ["succeeded"] * 3
 
 
-def test_sigterm_drains_or_requeues(chaos: Chaos) -> None:
+def test_sigterm_drains_or_requeues(healthy: Chaos) -> None:
+    chaos = healthy
     tag = "term-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
-        ids = _submit(client, tag, jobs=10, calls=20, extra="[[delay:1500]]")
-        wait_until(lambda: len(chaos.seen(tag)) >= 50, 60, "calls in flight")
+        # 50 calls answer quickly (drained), 100 are held past the drain window (handed back).
+        quick = _submit(client, tag, jobs=5, calls=10, extra="[[delay:200]]")
+        held = _submit(client, tag, jobs=10, calls=10, extra=f"[[hold:{tag}]]")
+        wait_until(lambda: chaos.held(tag) >= 100, 120, "100 calls held at the provider")
         alive = [w for w in chaos.workers if w.alive()]
         assert len(alive) == 1, [w.name for w in alive]
         worker = alive[0]
         started = time.monotonic()
         worker.popen.send_signal(signal.SIGTERM)
-        code = worker.popen.wait(30)
+        code = worker.popen.wait(60)  # bounded by the drain window, not by the held calls
         took = time.monotonic() - started
-        assert _running_calls(client, ids) == 0  # finished or handed back, none left running
         chaos.workers.remove(worker)
+        assert _running_calls(client, quick + held) == 0  # finished or handed back, none running
+        chaos.release(tag)
         chaos.new_worker()
-        jobs = wait_all_terminal(client, ids, timeout=180)
-    repeated = len(chaos.seen(tag)) - 200
+        jobs = wait_all_terminal(client, quick + held)
+    repeated = len(chaos.seen(tag)) - 150
     print(f"\nCHAOS sigterm: worker exited with {code} after {took:.1f}s (drain window 6s)")
-    lost, twice = report("sigterm during load", 10, jobs, repeated)
-    assert lost == 0 and twice == 0
-    assert all(j["status"] == "succeeded" for j in jobs)
-    assert took < 6 + 5
+    _check("sigterm during load", 15, jobs, repeated, 10)
+    # the handed-back calls were not charged an attempt: each ran twice, on attempt 1 both times
+    attempts = {c["attempts"] for j in jobs[5:] for c in j["calls"]}
+    assert attempts == {1} and 0 < repeated <= 100
 
 
-def test_api_keeps_accepting_while_redis_is_down(chaos: Chaos) -> None:
+def test_api_keeps_accepting_while_redis_is_down(healthy: Chaos) -> None:
     """Postgres is the system of record: with Redis away, submissions are stored (202) and run
-    once Redis is back; nothing answers 500 and nothing hangs."""
+    once Redis is back; nothing answers 500 and nothing hangs; an API started meanwhile serves."""
+    chaos = healthy
     tag = "redisdown-" + uuid.uuid4().hex[:6]
     assert chaos.redis.proc is not None
     chaos.redis.proc.kill()
     statuses: dict[int, int] = {}
     with chaos.client() as client:
         try:
+            # a restart during the outage must not take the API down
+            assert chaos.api is not None
+            chaos.api.stop()
+            chaos.api = start_api(
+                chaos.env, int(chaos.api_url.rsplit(":", 1)[1]), chaos.root / "logs", "api-2"
+            )
+            assert httpx.get(chaos.api_url + "/health", timeout=10).status_code == 200
             ids = []
             for j in range(5):
                 started = time.monotonic()
@@ -181,9 +210,7 @@ def test_api_keeps_accepting_while_redis_is_down(chaos: Chaos) -> None:
             assert ready.status_code == 503 and ready.json()["checks"]["redis"] != "ok"
         finally:
             chaos.redis_restart_empty()
-        jobs = wait_all_terminal(client, ids, timeout=120, chaos=chaos)
+        jobs = wait_all_terminal(client, ids, chaos=chaos)
     print(f"\nCHAOS redis down: API answers {statuses}")
     assert statuses == {202: 5}
-    lost, twice = report("submitted while redis was down", 5, jobs, 0)
-    assert lost == 0 and twice == 0
-    assert all(j["status"] == "succeeded" for j in jobs)
+    _check("submitted while redis was down", 5, jobs, 0, 1)

@@ -11,7 +11,6 @@ from typing import Any, cast
 import httpx
 import psycopg
 import pytest
-from arq.connections import ArqRedis
 from sqlalchemy import select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -19,9 +18,9 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from cli.stack import free_port, start_worker
 from shared.config import Settings
 from shared.db import create_engine, create_sessionmaker, transaction
-from shared.llm.service import WorkerDeps
 from shared.models import Team, WebhookDelivery
-from shared.queue import delivery_task_id
+from shared.queue import Queue, delivery_task_id
+from shared.runtime import build_runtime
 from shared.webhooks.delivery import generate_secret
 from shared.webhooks.dispatch import sweep
 from shared.webhooks.events import record_event
@@ -391,8 +390,10 @@ async def _sweep_holding_nothing(database_url: str) -> None:
             rows[3].next_attempt_at = datetime.now(UTC) + timedelta(hours=1)  # not due yet
         queue = _ProbingQueue(database_url, engine.pool.checkedout)  # type: ignore[attr-defined]
         async with httpx.AsyncClient() as http:
-            deps = WorkerDeps(settings, sessionmaker, http, cast(ArqRedis, queue))
-            assert await sweep(deps) == 3
+            rt = build_runtime(settings, cast(Queue, queue), http=http)
+            await rt.engine.dispose()
+            rt.sessionmaker = sessionmaker  # the probe watches this engine's pool
+            assert await sweep(rt) == 3
         assert sorted(c[0] for c in queue.calls) == due
         assert all(job_id == delivery_task_id(d, 0) for d, job_id, _, _ in queue.calls)
         # Redis was called with no database connection held and no delivery row locked.

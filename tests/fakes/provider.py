@@ -9,9 +9,11 @@ time never interfere:
     [[delay:250]]       wait 250 ms before answering
     [[tool]]            answer with a tool call to the first tool offered
     [[nul]]             put a NUL character in the answer
+    [[hold:NAME]]       hold the request open until `POST /_control/release?name=NAME`
+                        (from then on, requests with that marker are answered at once)
 
 `FAKE_DELAY_MS` sets a default delay. `GET /_control/requests?contains=X` lists the requests seen
-(with the usage returned); `POST /_control/reset` forgets them.
+(with the usage returned; `open` ones have no `done` yet); `POST /_control/reset` forgets them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from starlette.routing import Route
 MARKER = re.compile(r"\[\[([a-z-]+)(?::([^\]]*))?\]\]")
 seen: list[dict[str, Any]] = []
 attempts: dict[str, int] = defaultdict(int)
+holds: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 default_delay_ms = float(os.environ.get("FAKE_DELAY_MS", "0"))
 
 
@@ -74,6 +77,8 @@ async def chat(request: Request) -> JSONResponse:
         "t": time.time(),
     }
     seen.append(record)
+    if "hold" in markers:
+        await holds[markers["hold"]].wait()
     if delay:
         await asyncio.sleep(delay / 1000)
     if "fail" in markers:
@@ -140,9 +145,19 @@ async def requests_seen(request: Request) -> JSONResponse:
     return JSONResponse([r for r in seen if needle in r["content"]])
 
 
+async def release(request: Request) -> JSONResponse:
+    """Answer every request held under `name`, and those that come later with it."""
+    name = request.query_params["name"]
+    holds[name].set()
+    return JSONResponse({"released": name})
+
+
 async def reset(request: Request) -> JSONResponse:
     seen.clear()
     attempts.clear()
+    for event in holds.values():
+        event.set()
+    holds.clear()
     return JSONResponse({"ok": True})
 
 
@@ -157,6 +172,7 @@ app = Starlette(
         Route("/v1/models", models),
         Route("/_control/requests", requests_seen),
         Route("/_control/reset", reset, methods=["POST"]),
+        Route("/_control/release", release, methods=["POST"]),
         Route("/_control/health", health),
     ]
 )

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from shared.jobs.reconciler import reconcile
-from shared.llm.service import WorkerDeps
-from shared.llm.service import run_call as run_call_service
+from shared.llm.runner import run_call as run_call_service
 from shared.queue import retry_later
+from shared.runtime import Runtime
 
 
-def _deps(ctx: dict[str, Any]) -> WorkerDeps:
-    deps: WorkerDeps = ctx["deps"]
-    return deps
+def _deps(ctx: dict[str, Any]) -> Runtime:
+    rt: Runtime = ctx["deps"]
+    return rt
 
 
 async def run_call(ctx: dict[str, Any], call_id: str) -> str:

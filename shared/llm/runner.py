@@ -1,57 +1,45 @@
-"""Running one call: claim the row, ask the proxy, record the outcome exactly once."""
+"""The call runner: claim the row, ask the LLM backend, record the outcome exactly once.
+
+Every path that hands a call back to the queue (a transient provider error, an outage of
+Postgres or Redis, a worker stopping) is bounded: a provider retry and an outage each use up an
+attempt, and a call out of attempts fails; only a graceful shutdown gives its attempt back.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import httpx
-from arq.connections import ArqRedis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared.config import Settings
-from shared.db import SessionMaker, transaction
+from shared.db import classify_db_error, transaction
 from shared.jobs.lifecycle import (
     CallOutcome,
     TeamBusy,
     claim_call,
+    fail_call,
     finish_call,
     job_deadline,
     release_call,
 )
-from shared.llm.client import (
-    LLMError,
-    LLMResult,
-    PermanentLLMError,
-    TransientLLMError,
-    chat_completion,
-)
-from shared.models import Call, Job
-from shared.queue import enqueue_call, notify_job
-from shared.retry import backoff
+from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError
+from shared.models import Call, CallStatus, Job
+from shared.queue import enqueue_call
+from shared.retry import backoff, retrying
+from shared.runtime import Runtime
 
 log = logging.getLogger("saas_llm.worker")
 T = TypeVar("T")
 DEADLINE_EXCEEDED = PermanentLLMError("the job's deadline passed before this call could finish")
 DEADLINE_EXCEEDED.type = "deadline_exceeded"
-
-
-@dataclass
-class WorkerDeps:
-    """What every task needs, built once per worker process."""
-
-    settings: Settings
-    sessionmaker: SessionMaker
-    http: httpx.AsyncClient
-    queue: ArqRedis
-    inflight: dict[str, asyncio.Task[LLMResult]] = field(default_factory=dict)
-    draining: bool = False
+INTERNAL_ERROR = {"type": "internal_error", "message": "the worker could not process this call"}
+OUTAGE_ATTEMPTS = {
+    "type": "worker_lost",
+    "message": "the platform's database or queue was unavailable on every attempt",
+}
 
 
 def scrub(value: Any) -> Any:
@@ -65,9 +53,18 @@ def scrub(value: Any) -> Any:
     return value
 
 
+def infrastructure(exc: BaseException) -> bool:
+    """True for outages of the platform's own services, which pass; False for the call's own
+    faults (bad data, a constraint, a bug), which must not be retried forever."""
+    if isinstance(exc, RedisError):
+        return True
+    kind = classify_db_error(exc)
+    return kind in ("outage", "transient")
+
+
 def _success(result: LLMResult) -> CallOutcome:
     return CallOutcome(
-        status="succeeded",
+        status=CallStatus.SUCCEEDED,
         response=scrub(result.body),
         model_used=result.model_used,
         prompt_tokens=result.prompt_tokens,
@@ -79,14 +76,14 @@ def _success(result: LLMResult) -> CallOutcome:
     )
 
 
-async def run_call(deps: WorkerDeps, call_id: str) -> str:
+async def run_call(rt: Runtime, call_id: str) -> str:
     """Run `call_id` if it is still queued; safe to run any number of times.
 
     Returns "busy" when the team is at its in-flight limit: the task should run again later."""
-    settings = deps.settings
+    settings = rt.settings
     lease = settings.worker_call_timeout_seconds + settings.worker_lease_grace_seconds
     try:
-        async with transaction(deps.sessionmaker) as session:
+        async with transaction(rt.sessionmaker) as session:
             call = await claim_call(session, call_id, lease)
             deadline = await job_deadline(session, call.job_id) if call is not None else None
     except TeamBusy:
@@ -95,48 +92,42 @@ async def run_call(deps: WorkerDeps, call_id: str) -> str:
         return "skipped"
     extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
     try:
-        return await _run_claimed(deps, call, deadline, extra)
+        return await _run_claimed(rt, call, deadline, extra)
     except Exception as exc:
-        if _infrastructure(exc):
+        if infrastructure(exc):
             # Postgres or Redis is away. Hand the call back as soon as they return; if they stay
             # away, it stays `running` and the reconciler hands it back when its lease ends.
-            if await _release_when_possible(deps, call.id, call.attempts):
+            if await _hand_back_when_possible(rt, call.id, call.attempts):
                 return "retry"
             raise
         # A fault of this call (bad data, a bug): fail it rather than retry it forever.
         log.exception("call could not be processed", extra=extra)
-        error = {"type": "internal_error", "message": "the worker could not process this call"}
-        await _finish(deps, call_id, call.attempts, CallOutcome(status="failed", error=error))
-        await notify_job(deps.queue, settings, call.job_id)
+        await _finish(
+            rt, call_id, call.attempts, CallOutcome(CallStatus.FAILED, error=INTERNAL_ERROR)
+        )
         return "failed"
 
 
-async def _run_claimed(
-    deps: WorkerDeps, call: Call, deadline: datetime | None, extra: dict[str, str]
-) -> str:
-    settings = deps.settings
-    call_id, attempt = call.id, call.attempts
-    timeout = min(
-        float(call.request.get("timeout") or settings.worker_call_timeout_seconds),
-        settings.worker_call_timeout_seconds,
-    )
+def _timeout(rt: Runtime, call: Call, deadline: datetime | None) -> float:
+    """This attempt's timeout: the call's own, within the worker's, within the job's deadline."""
+    limit = rt.settings.worker_call_timeout_seconds
+    timeout = min(float(call.request.get("timeout") or limit), limit)
     if deadline is not None:
-        remaining = (deadline - datetime.now(UTC)).total_seconds()
-        if remaining <= 0:
-            return await _fail(deps, call_id, attempt, DEADLINE_EXCEEDED, extra)
-        timeout = min(timeout, remaining)
-    request = asyncio.create_task(
-        chat_completion(
-            deps.http,
-            base_url=settings.litellm_proxy_url,
-            master_key=settings.litellm_master_key,
-            body=call.request,
-            timeout=timeout,
-        )
-    )
+        timeout = min(timeout, (deadline - datetime.now(UTC)).total_seconds())
+    return timeout
+
+
+async def _run_claimed(
+    rt: Runtime, call: Call, deadline: datetime | None, extra: dict[str, str]
+) -> str:
+    settings = rt.settings
+    call_id, attempt = call.id, call.attempts
+    timeout = _timeout(rt, call, deadline)
+    if timeout <= 0:
+        return await _fail(rt, call_id, attempt, DEADLINE_EXCEEDED, extra)
+    request = asyncio.create_task(rt.backend.complete(call.request, timeout=timeout))
     # Registered before any await: a cancel published from now on finds the request.
-    deps.inflight[call_id] = request
-    await notify_job(deps.queue, settings, call.job_id)
+    rt.inflight[call_id] = request
     try:
         result = await asyncio.shield(request)
     except asyncio.CancelledError:
@@ -146,10 +137,10 @@ async def _run_claimed(
             return "aborted"
         request.cancel()
         # The worker is stopping: hand the call back without counting this attempt.
-        async with transaction(deps.sessionmaker) as session:
+        async with transaction(rt.sessionmaker) as session:
             await release_call(session, call_id, attempt, delay=0, error=None, refund_attempt=True)
         # arq re-queues its cancelled task; this entry covers a worker that exits for good.
-        await enqueue_call(deps.queue, call_id, attempts=attempt - 1)
+        await enqueue_call(rt.queue, call_id, attempts=attempt - 1)
         log.info("call re-queued at shutdown", extra=extra)
         raise
     except TransientLLMError as exc:
@@ -160,10 +151,8 @@ async def _run_claimed(
                 cap=settings.worker_retry_max_seconds,
                 retry_after=exc.retry_after,
             )
-            released = await _release(deps, call_id, attempt, delay, scrub(exc.as_error()))
-            await notify_job(deps.queue, settings, call.job_id)
-            if released:
-                await enqueue_call(deps.queue, call_id, attempts=attempt, defer_by=delay)
+            if await _release(rt, call_id, attempt, delay, scrub(exc.as_error())):
+                await enqueue_call(rt.queue, call_id, attempts=attempt, defer_by=delay)
             log.info(
                 "call retry scheduled",
                 extra={
@@ -174,13 +163,12 @@ async def _run_claimed(
                 },
             )
             return "retry"
-        return await _fail(deps, call_id, attempt, exc, extra)
+        return await _fail(rt, call_id, attempt, exc, extra)
     except PermanentLLMError as exc:
-        return await _fail(deps, call_id, attempt, exc, extra)
+        return await _fail(rt, call_id, attempt, exc, extra)
     finally:
-        deps.inflight.pop(call_id, None)
-    ended = await _finish(deps, call_id, attempt, _success(result))
-    await notify_job(deps.queue, settings, call.job_id)
+        rt.inflight.pop(call_id, None)
+    ended = await _finish(rt, call_id, attempt, _success(result))
     log.info("call succeeded", extra={**extra, "latency_ms": result.latency_ms})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
@@ -198,74 +186,64 @@ async def _uninterrupted(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-async def _finish(deps: WorkerDeps, call_id: str, attempt: int, outcome: CallOutcome) -> Job | None:
+async def _finish(rt: Runtime, call_id: str, attempt: int, outcome: CallOutcome) -> Job | None:
     """Record the outcome; through a short Postgres outage, keep the answer and try again
     rather than paying the provider for it twice."""
 
     async def write() -> Job | None:
-        async with transaction(deps.sessionmaker) as session:
+        async with transaction(rt.sessionmaker) as session:
             return await finish_call(session, call_id, attempt, outcome)
 
-    for pause in (0.5, 1.0, 2.0, 4.0):
-        try:
+    async for step in retrying(infrastructure, attempts=5):
+        with step:
             return await _uninterrupted(write())
-        except Exception as exc:
-            if not _infrastructure(exc):
-                raise
-            await asyncio.sleep(pause)
-    return await _uninterrupted(write())
+    raise AssertionError("unreachable: retrying re-raises")  # pragma: no cover
 
 
 async def _release(
-    deps: WorkerDeps, call_id: str, attempt: int, delay: float, error: dict[str, Any] | None
+    rt: Runtime, call_id: str, attempt: int, delay: float, error: dict[str, Any] | None
 ) -> bool:
     async def write() -> bool:
-        async with transaction(deps.sessionmaker) as session:
+        async with transaction(rt.sessionmaker) as session:
             return await release_call(session, call_id, attempt, delay=delay, error=error)
 
     return await _uninterrupted(write())
 
 
 async def _fail(
-    deps: WorkerDeps, call_id: str, attempt: int, exc: LLMError, extra: dict[str, str]
+    rt: Runtime, call_id: str, attempt: int, exc: LLMError, extra: dict[str, str]
 ) -> str:
     error = scrub(exc.as_error())
     error["attempts"] = attempt
-    ended = await _finish(deps, call_id, attempt, CallOutcome(status="failed", error=error))
-    await notify_job(deps.queue, deps.settings, extra["job_id"])
+    ended = await _finish(rt, call_id, attempt, CallOutcome(CallStatus.FAILED, error=error))
     log.warning("call failed", extra={**extra, "error": exc.message[:500]})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
     return "failed"
 
 
-async def _release_when_possible(deps: WorkerDeps, call_id: str, attempt: int) -> bool:
-    """Try for a few seconds to put the call back in the queue; True once it is."""
-    for pause in (0.5, 1.0, 2.0, 4.0):
-        await asyncio.sleep(pause)
-        try:
-            await _release(deps, call_id, attempt, 0.0, None)
-            # Also when it was already released (by the retry path) but not enqueued.
-            await enqueue_call(deps.queue, call_id, attempts=attempt)
-            return True
-        except Exception as exc:
-            if not _infrastructure(exc):
-                raise
-    return False
+async def _hand_back_when_possible(rt: Runtime, call_id: str, attempt: int) -> bool:
+    """Try for a few seconds to put the call back in the queue (or, out of attempts, to fail
+    it); True once done."""
 
+    async def hand_back() -> None:
+        if attempt >= rt.settings.worker_max_attempts:
+            async with transaction(rt.sessionmaker) as session:
+                await fail_call(session, call_id, OUTAGE_ATTEMPTS)
+            return
+        await _release(rt, call_id, attempt, 0.0, None)
+        # Also when it was already released (by the retry path) but not enqueued.
+        await enqueue_call(rt.queue, call_id, attempts=attempt)
 
-def _infrastructure(exc: BaseException) -> bool:
-    """True for errors of the platform's own services, which pass; False for the call's own."""
-    if isinstance(exc, InterfaceError) and isinstance(
-        getattr(exc.orig, "__cause__", None), ValueError
-    ):
-        return False  # asyncpg's client-side data errors (bad values) arrive as InterfaceError
-    if isinstance(exc, OSError | RedisError | PoolTimeout | OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError):
-        code = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
-        return not code.startswith("22")  # class 22: the data itself cannot be stored
-    return False
+    try:
+        async for step in retrying(infrastructure, attempts=5):
+            with step:
+                await _uninterrupted(hand_back())
+    except Exception as exc:
+        if not infrastructure(exc):
+            raise
+        return False
+    return True
 
 
 def _current_cancelling() -> bool:
@@ -273,11 +251,11 @@ def _current_cancelling() -> bool:
     return bool(task is not None and task.cancelling())
 
 
-def abort_calls(deps: WorkerDeps, call_ids: list[str]) -> int:
+def abort_calls(rt: Runtime, call_ids: list[str]) -> int:
     """Abort the provider requests of these calls if this worker runs them."""
     aborted = 0
     for call_id in call_ids:
-        task = deps.inflight.get(call_id)
+        task = rt.inflight.get(call_id)
         if task is not None and not task.done():
             task.cancel()
             aborted += 1

@@ -1,0 +1,77 @@
+"""What a process builds once and every request or task uses: the runtime container.
+
+The API and the worker build the same `Runtime` (settings, database, queue, HTTP client, the
+LLM backend and its model catalog); the worker adds its in-flight calls. Sessions made by its
+sessionmaker carry the live-status waker, so the lifecycle can wake a job's streams after commit
+without knowing about Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.config import Settings
+from shared.db import SessionMaker, create_engine, create_sessionmaker, waker_info
+from shared.llm.backend import LLMBackend, ModelCatalog, ProxyBackend
+from shared.llm.client import LLMResult
+from shared.queue import Queue, notify_job, notify_team
+from shared.teams.limits import RedisRequestLimiter, RequestLimiter
+
+
+@dataclass
+class Runtime:
+    """Everything a process shares between its requests or tasks."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: SessionMaker
+    queue: Queue
+    http: httpx.AsyncClient
+    backend: LLMBackend
+    catalog: ModelCatalog
+    limiter: RequestLimiter
+    # Worker only: provider requests in flight, by call id, so a cancel can abort them.
+    inflight: dict[str, asyncio.Task[LLMResult]] = field(default_factory=dict)
+    draining: bool = False
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.queue.aclose()
+        await self.engine.dispose()
+
+
+def build_runtime(
+    settings: Settings,
+    queue: Queue,
+    *,
+    pool_size: int | None = None,
+    http: httpx.AsyncClient | None = None,
+    backend: LLMBackend | None = None,
+    limiter: RequestLimiter | None = None,
+) -> Runtime:
+    """Wire a runtime; `backend` defaults to the LiteLLM proxy."""
+    engine = create_engine(settings, pool_size=pool_size)
+    http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    info = waker_info(
+        job=functools.partial(notify_job, queue, settings),
+        team=functools.partial(notify_team, queue, settings),
+    )
+    backend = backend or ProxyBackend(
+        http, base_url=settings.litellm_proxy_url, master_key=settings.litellm_master_key
+    )
+    catalog = ModelCatalog(backend, ttl=settings.litellm_models_cache_seconds)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine, info=info),
+        queue=queue,
+        http=http,
+        backend=backend,
+        catalog=catalog,
+        limiter=limiter or RedisRequestLimiter(queue, settings.worker_queue_name),
+    )
