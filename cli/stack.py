@@ -58,9 +58,9 @@ class Proc:
             except httpx.HTTPError as exc:
                 last = exc
             time.sleep(0.1)
-        raise RuntimeError(
-            f"{self.name} not ready at {url} after {timeout}s ({last!r}):\n{self.log_tail()}"
-        )
+        tail = self.log_tail()
+        self.kill()  # a process that never became ready must not outlive its caller
+        raise RuntimeError(f"{self.name} not ready at {url} after {timeout}s ({last!r}):\n{tail}")
 
     def wait_log(self, needle: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -70,7 +70,9 @@ class Proc:
             if needle in self.log_path.read_text(errors="replace"):
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name}: {needle!r} not seen in {timeout}s:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.kill()
+        raise RuntimeError(f"{self.name}: {needle!r} not seen in {timeout}s:\n{tail}")
 
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int | None:
         if self.alive():
@@ -172,7 +174,8 @@ def start_proxy(
         **kw,
     )
     if wait:
-        proc.wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
+        # Generous: LiteLLM's import alone takes tens of seconds on a busy 2-core machine.
+        proc.wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=300)
     return proc
 
 
@@ -203,7 +206,7 @@ def start_api(
         **kw,
     )
     if wait:
-        proc.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+        proc.wait_http(f"http://127.0.0.1:{port}/health", timeout=180)
     return proc
 
 
@@ -212,7 +215,7 @@ def start_worker(
 ) -> Proc:
     proc = spawn(name, [str(BIN / "arq"), "worker.main.WorkerSettings"], env, log_dir, **kw)
     if wait:
-        proc.wait_log("worker started", timeout=60)
+        proc.wait_log("worker started", timeout=180)
     return proc
 
 

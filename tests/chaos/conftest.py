@@ -149,7 +149,8 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         {
             "REDIS_URL": redis.url(),
             "WORKER_MAX_JOBS": "250",
-            "WORKER_CALL_TIMEOUT_SECONDS": "10",
+            # Long enough that calls held at the provider do not time out on a slow machine.
+            "WORKER_CALL_TIMEOUT_SECONDS": "30",
             "WORKER_LEASE_GRACE_SECONDS": "1",
             "WORKER_REQUEUE_GRACE_SECONDS": "2",
             "WORKER_RECONCILE_SECONDS": "1",
