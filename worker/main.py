@@ -26,7 +26,7 @@ from shared.queue import (
 )
 from shared.retry import forever
 from shared.runtime import Runtime, build_runtime
-from shared.webhooks.dispatch import run_sweeper
+from shared.webhooks.runner import run_sweeper
 from worker.tasks.calls import reconcile_task, run_call
 from worker.tasks.webhooks import deliver_event
 

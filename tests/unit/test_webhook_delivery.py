@@ -17,7 +17,7 @@ from shared.webhooks.delivery import (
     send,
     sign_headers,
 )
-from shared.webhooks.dispatch import active_secrets
+from shared.webhooks.runner import active_secrets
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tasks for calls: thin wrappers that hand the id to the service."""
+"""Tasks for calls: thin wrappers that hand the id to the call runner."""
 
 from __future__ import annotations
 

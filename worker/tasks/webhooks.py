@@ -1,11 +1,11 @@
-"""Tasks for webhooks: thin wrappers that hand the id to the dispatcher."""
+"""Tasks for webhooks: thin wrappers that hand the id to the webhook runner."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from shared.runtime import Runtime
-from shared.webhooks.dispatch import deliver
+from shared.webhooks.runner import deliver
 
 
 async def deliver_event(ctx: dict[str, Any], delivery_id: str) -> str:

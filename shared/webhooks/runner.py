@@ -1,4 +1,4 @@
-"""Delivering in the worker: claim a due delivery, send it, log the attempt, schedule the next.
+"""The webhook runner: claim a due delivery, send it, log the attempt, schedule the next.
 
 The delivery row is the truth and the queue a hint. A claim moves `next_attempt_at` to the end
 of a lease, so a worker that dies mid-attempt leaves a row the sweep finds due again once the
