@@ -22,8 +22,8 @@ from shared.models import Team, WebhookDelivery
 from shared.queue import Queue, delivery_task_id
 from shared.runtime import build_runtime
 from shared.webhooks.delivery import generate_secret
-from shared.webhooks.runner import sweep
 from shared.webhooks.events import record_event
+from shared.webhooks.runner import sweep
 from tests.conftest import OwnPlatform, TeamClient, nonce
 from tests.fakes.receiver import Receiver, Reply
 from tests.harness import create_database, drop_database, wait_until
