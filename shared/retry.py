@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -76,16 +77,24 @@ def retrying(
 
 
 async def forever(step: Callable[[], Awaitable[None]], *, name: str, pause: float = 1.0) -> None:
-    """Run a background loop (a listener, a consumer) and start it again whenever it fails, after
-    a growing pause capped at `pause` x 8; only cancellation stops it."""
+    """Run a background loop (a listener, a consumer) and start it again whenever it ends or
+    fails, after a pause that grows with consecutive quick failures (capped at `pause` x 8);
+    only cancellation stops it."""
     failures = 0
     while True:
+        started = time.monotonic()
         try:
             await step()
-            failures = 0
         except asyncio.CancelledError:
             raise
         except Exception:
+            if time.monotonic() - started > HEALTHY_RUN_SECONDS:
+                failures = 0  # it ran fine for a while: this is a new failure, not a streak
             failures += 1
             log.warning("%s failed; restarting", name, exc_info=failures == 1)
             await asyncio.sleep(backoff(failures, base=pause, cap=pause * 8))
+        else:
+            await asyncio.sleep(pause)  # it returned: never restart in a hot loop
+
+
+HEALTHY_RUN_SECONDS = 30.0

@@ -28,6 +28,7 @@ from shared.models import (
     WebhookEvent,
 )
 from shared.queue import enqueue_delivery
+from shared.retry import forever
 from shared.runtime import Runtime
 from shared.webhooks.delivery import SendResult, encode_payload, send, sign_headers
 from shared.webhooks.events import NOTIFY_CHANNEL
@@ -260,48 +261,39 @@ def _setter(event: asyncio.Event) -> Callable[..., None]:
     return lambda *_: event.set()
 
 
-async def _listen(deps: Runtime, wake: asyncio.Event) -> None:
-    """Set `wake` whenever a transaction that recorded deliveries commits."""
-    url = DatabaseURL(deps.settings.database_url)
+async def _listen(rt: Runtime, wake: asyncio.Event) -> None:
+    """Set `wake` whenever a transaction that recorded deliveries commits; returns when the
+    connection closes (`forever` opens a new one)."""
+    url = DatabaseURL(rt.settings.database_url)
     dsn = url.url("asyncpg").replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(dsn, **url.connect_args)
+    try:
+        closed = asyncio.Event()
+        conn.add_termination_listener(_setter(closed))
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+        wake.set()  # notifications may have been missed while disconnected
+        await closed.wait()
+        raise ConnectionError("webhook listener connection closed")
+    finally:
+        if not conn.is_closed():
+            await conn.close()
+
+
+async def _sweep_when_woken(rt: Runtime, wake: asyncio.Event) -> None:
     while True:
-        conn = None
         try:
-            conn = await asyncpg.connect(dsn, **url.connect_args)
-            closed = asyncio.Event()
-            conn.add_termination_listener(_setter(closed))
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
-            wake.set()  # notifications may have been missed while disconnected
-            await closed.wait()
-            log.warning("webhook listener connection closed; reconnecting")
-            await asyncio.sleep(1)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("webhook listener lost its connection; reconnecting")
-            await asyncio.sleep(1)
-        finally:
-            if conn is not None and not conn.is_closed():
-                await conn.close()
+            await asyncio.wait_for(wake.wait(), timeout=rt.settings.webhook_sweep_seconds)
+        except TimeoutError:
+            pass
+        wake.clear()
+        await sweep(rt)
 
 
-async def run_sweeper(deps: Runtime) -> None:
+async def run_sweeper(rt: Runtime) -> None:
     """Sweep when notified and at least every `webhook_sweep_seconds`; runs until cancelled."""
     wake = asyncio.Event()
-    listener = asyncio.create_task(_listen(deps, wake))
+    listener = asyncio.create_task(forever(lambda: _listen(rt, wake), name="webhook listener"))
     try:
-        while True:
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=deps.settings.webhook_sweep_seconds)
-            except TimeoutError:
-                pass
-            wake.clear()
-            try:
-                await sweep(deps)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook sweep failed")
-                await asyncio.sleep(1)
+        await forever(lambda: _sweep_when_woken(rt, wake), name="webhook sweep")
     finally:
         listener.cancel()
