@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,8 +108,15 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("first-run")
+def folder() -> Iterator[Path]:
+    """Outside pytest's own temporary root, which pytest keeps at mode 0700 (and resets when
+    another pytest session starts): the embedded PostgreSQL runs as another user and must be
+    able to reach its data folder all along."""
+    path = Path(tempfile.mkdtemp(prefix="saas-llm-first-run-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +212,7 @@ def test_a_second_up_on_the_same_folder_is_refused(folder: Path, ports: dict[str
         holder.wait_key()
         other = {k: free_port() for k in ports}
         clash = Up(folder, other, 4)
-        assert clash.popen.wait(30) != 0
+        assert clash.popen.wait(180) != 0  # it refuses at once; the bound is for a busy machine
         assert "already uses" in clash.text()
     finally:
         holder.stop()
