@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,14 +13,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("api", "worker", "shared", "cli", "saas_llm_client")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 
 
 def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(cwd))
-    return subprocess.run(
+    env = dict(os.environ, PYTHONPATH=str(cwd), NO_COLOR="1")
+    result = subprocess.run(
         [LINT_IMPORTS, "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
+    result.stdout = ANSI.sub("", result.stdout)
+    return result
 
 
 def test_the_tree_keeps_every_contract() -> None:
