@@ -9,7 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     PORT=4000
 
-RUN pip install --no-cache-dir "litellm[proxy]==1.108.7" \
+# litellm[proxy]==1.108.7 and everything it needs, each checked against its hash.
+COPY requirements-proxy.lock /tmp/requirements-proxy.lock
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements-proxy.lock \
     && groupadd --gid 10001 app && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin app
 
 WORKDIR /app

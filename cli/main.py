@@ -302,7 +302,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9000)
     p.add_argument("--full", action="store_true", help="print whole payloads")
     p.set_defaults(func=cmd_webhooks_listen)
+    p = hooks.add_parser("new-key", help="print a new key for WEBHOOK_SECRETS_KEY")
+    p.set_defaults(func=cmd_webhooks_new_key)
+    p = hooks.add_parser(
+        "rotate-key",
+        help="re-encrypt every stored signing secret with the first WEBHOOK_SECRETS_KEY key",
+    )
+    p.add_argument("--database-url", default=None)
+    p.set_defaults(func=cmd_webhooks_rotate_key)
     return parser
+
+
+def cmd_webhooks_new_key(args: argparse.Namespace) -> int:
+    from shared.crypto import new_key
+
+    print(new_key())
+    return 0
+
+
+def cmd_webhooks_rotate_key(args: argparse.Namespace) -> int:
+    """Put the new key first in WEBHOOK_SECRETS_KEY (old ones after it), run this, then drop
+    the old keys."""
+    import asyncio
+
+    from shared.config import get_settings
+    from shared.crypto import SecretBox
+    from shared.db import create_engine, create_sessionmaker, transaction
+    from shared.webhooks.service import reencrypt_secrets
+
+    settings = get_settings()
+    if args.database_url:
+        settings = settings.model_copy(update={"database_url": args.database_url})
+
+    async def run() -> int:
+        engine = create_engine(settings, pool_size=1)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                return await reencrypt_secrets(session, SecretBox(settings.webhook_secret_keys))
+        finally:
+            await engine.dispose()
+
+    print(f"re-encrypted {asyncio.run(run())} row(s) with the first WEBHOOK_SECRETS_KEY key")
+    return 0
 
 
 def cmd_webhooks_listen(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -32,6 +33,7 @@ import httpx
 from cli.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
 from cli.models import DEMO_MODEL, model_list
 from cli.stack import BIN, ROOT, Proc, start_api, start_proxy, start_worker, write_proxy_config
+from shared.crypto import new_key as new_fernet_key
 
 DEMO_TEAM = "demo"
 READY_LINE = "saas-llm is up"
@@ -63,6 +65,13 @@ class State:
     def secret(self, name: str, prefix: str = "") -> str:
         if not self.data.get(name):
             self.data[name] = prefix + secrets.token_urlsafe(24).replace("-", "x").replace("_", "y")
+            self.save()
+        return str(self.data[name])
+
+    def value(self, name: str, make: Callable[[], str]) -> str:
+        """A kept value, made by `make` on first use."""
+        if not self.data.get(name):
+            self.data[name] = make()
             self.save()
         return str(self.data[name])
 
@@ -176,7 +185,11 @@ def up(opts: UpOptions) -> int:
             LITELLM_PROXY_URL=proxy_url,
             PYTHONUNBUFFERED="1",
         )
+        # The processes default to production; `saas-llm up` is the one place that selects
+        # development (and generates the development-only secrets it needs).
         env.setdefault("ENVIRONMENT", "development")
+        if not env.get("WEBHOOK_SECRETS_KEY"):
+            env["WEBHOOK_SECRETS_KEY"] = state.value("webhook_secrets_key", new_fernet_key)
         env.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
 
         models = model_list(env)

@@ -4,21 +4,74 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from pydantic import model_validator
+from pydantic import PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_MASTER_KEY = "sk-dev-master-key"
-_PLACEHOLDER_MARKERS = ("change-me", "changeme", "your-", "placeholder", "sk-dev-")
+# A fixed Fernet key so development works without setup; refused in production like every
+# example below.
+DEV_WEBHOOK_SECRETS_KEY = "ZGV2LW9ubHktd2ViaG9vay1zZWNyZXRzLWtleS0wMDA="
+MIN_SECRET_LENGTH = 32
+DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "dev", "local", "test"})
+_PLACEHOLDER_MARKERS = (
+    "change-me",
+    "changeme",
+    "change_me",
+    "your-",
+    "your_",
+    "placeholder",
+    "sk-dev-",
+    "example",
+    "generate",
+    "replace",
+    "secure-random",
+    "xxxxxx",
+    "<",
+    "...",
+    "\u2026",
+)
+# Every key printed as an example in the deployment guide, the docs and the compose file.
+KNOWN_EXAMPLE_SECRETS = frozenset(
+    {
+        DEV_MASTER_KEY,
+        DEV_WEBHOOK_SECRETS_KEY,
+        "sk-prod-1234567890abcdef",
+        "sk-prod-8vN_zK2QmR4tX7wY3jL9pF1nH6cV5bA8",
+        "sk-prod-CHANGE-ME-TO-SECURE-RANDOM-KEY",
+        "sk-local-compose-master-key-change-me",
+        "sk-proj-YOUR-OPENAI-KEY",
+        "sk-ant-YOUR-ANTHROPIC-KEY",
+    }
+)
+
+
+def secret_problem(value: str | None) -> str | None:
+    """Why `value` is unfit to be a production secret, or None."""
+    value = (value or "").strip()
+    if not value:
+        return "is missing"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if value in KNOWN_EXAMPLE_SECRETS:
+        return "is an example key from the docs"
+    lowered = value.lower()
+    if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
+        return "is a placeholder"
+    if len(set(value)) < 8:
+        return "is not random"
+    return None
 
 
 class Settings(BaseSettings):
     """Every setting of the API and the worker, grouped by prefix."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    _admin_key_set: bool = PrivateAttr(default=False)
 
-    environment: str = "development"
+    # Production unless told otherwise: `saas-llm up` and the tests select development.
+    environment: str = "production"
     debug: bool = False
     host: str = "0.0.0.0"
     port: int = 8000
@@ -41,6 +94,10 @@ class Settings(BaseSettings):
     litellm_models_cache_seconds: float = 15.0
 
     admin_api_key: str | None = None
+    # Bearer token for /metrics; unset: /metrics answers 404 outside development.
+    metrics_token: str | None = None
+    # /docs, /redoc and /openapi.json; unset: on in development, off in production.
+    docs_enabled: bool | None = None
 
     # Worker: one arq task per call, tuned for I/O-bound work.
     worker_queue_name: str = "saas-llm:queue"
@@ -56,6 +113,8 @@ class Settings(BaseSettings):
     worker_lease_grace_seconds: float = 30.0
     # A queued call not started this long after it was due is enqueued again.
     worker_requeue_grace_seconds: float = 10.0
+    # How often the retention cron deletes bodies past each team's `retention_days`.
+    worker_retention_seconds: int = 600
 
     # Jobs and request limits.
     jobs_max_requests: int = 1000
@@ -74,19 +133,60 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
     webhook_allow_private_networks: bool = False
     webhook_secret_grace_seconds: int = 24 * 3600
+    # Fernet keys (comma-separated, newest first) that encrypt signing secrets at rest.
+    webhook_secrets_key: str | None = None
+    # Name lookups of webhook hosts: deadline (within the attempt's timeout) and, for tests or
+    # a private resolver, the nameservers to ask ("host" or "host:port", comma-separated).
+    webhook_dns_timeout_seconds: float = 5.0
+    webhook_dns_nameservers: str = ""
     webhook_disable_after_seconds: int = 5 * 24 * 3600
     # Due deliveries are also swept this often (new ones are picked up at once via NOTIFY).
     webhook_sweep_seconds: float = 5.0
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
+        # An empty variable (compose's `${X:-}`) means unset.
+        for name in ("admin_api_key", "metrics_token", "webhook_secrets_key"):
+            if not (getattr(self, name) or "").strip():
+                setattr(self, name, None)
+        self._admin_key_set = bool(self.admin_api_key)
         if not self.admin_api_key:
             self.admin_api_key = self.litellm_master_key
+        if not self.webhook_secrets_key and self.is_development:
+            self.webhook_secrets_key = DEV_WEBHOOK_SECRETS_KEY
         return self
 
     @property
     def is_development(self) -> bool:
-        return self.environment.lower() in {"development", "dev", "local", "test"}
+        return self.environment.strip().lower() in DEVELOPMENT_ENVIRONMENTS
+
+    @property
+    def docs_on(self) -> bool:
+        return self.is_development if self.docs_enabled is None else self.docs_enabled
+
+    @property
+    def webhook_secret_keys(self) -> list[str]:
+        """The Fernet keys, newest (the one that encrypts) first."""
+        return [k.strip() for k in (self.webhook_secrets_key or "").split(",") if k.strip()]
+
+    @property
+    def dns_nameservers(self) -> list[str]:
+        return [n.strip() for n in self.webhook_dns_nameservers.split(",") if n.strip()]
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret (for log redaction), the database and Redis passwords too."""
+        values = [
+            self.litellm_master_key,
+            self.admin_api_key or "",
+            self.metrics_token or "",
+            self.redis_password or "",
+            *self.webhook_secret_keys,
+        ]
+        for url in (self.database_url, self.redis_url or ""):
+            password = urlsplit(url).password if url else None
+            if password:
+                values.extend({password, unquote(password)})
+        return [v for v in values if v]
 
     @property
     def effective_redis_url(self) -> str:
@@ -100,24 +200,41 @@ class Settings(BaseSettings):
     def webhook_schedule(self) -> list[float]:
         return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
 
-    def insecure_secrets(self) -> list[str]:
-        """Names of secrets that are missing or still a placeholder."""
-        bad: list[str] = []
-        for name in ("litellm_master_key", "admin_api_key"):
-            value = (getattr(self, name) or "").strip()
-            if len(value) < 16 or any(m in value.lower() for m in _PLACEHOLDER_MARKERS):
-                bad.append(name.upper())
-        return bad
+    def production_problems(self) -> list[str]:
+        """What makes this configuration unsafe for production, each naming its setting."""
+        problems: list[str] = []
+        checks: list[tuple[str, str | None]] = [("LITELLM_MASTER_KEY", self.litellm_master_key)]
+        if self._admin_key_set:
+            checks.append(("ADMIN_API_KEY", self.admin_api_key))
+        if self.metrics_token is not None:
+            checks.append(("METRICS_TOKEN", self.metrics_token))
+        keys = self.webhook_secret_keys
+        for index, key in enumerate(keys or [None]):
+            name = "WEBHOOK_SECRETS_KEY" + (f" (key {index + 1})" if len(keys) > 1 else "")
+            checks.append((name, key))
+        for name, value in checks:
+            problem = secret_problem(value)
+            if problem is not None:
+                problems.append(f"{name} {problem}")
+        if keys and not any(p.startswith("WEBHOOK_SECRETS_KEY") for p in problems):
+            from shared.crypto import invalid_keys
+
+            problems.extend(f"WEBHOOK_SECRETS_KEY {p}" for p in invalid_keys(keys))
+        if self.debug:
+            problems.append("DEBUG is on")
+        if self.webhook_allow_private_networks:
+            problems.append("WEBHOOK_ALLOW_PRIVATE_NETWORKS is on")
+        return problems
 
     def check_production(self) -> None:
-        """Refuse to start outside development with a missing or placeholder secret."""
+        """Refuse to start in production with an unfit secret or a development-only switch."""
         if self.is_development:
             return
-        bad = self.insecure_secrets()
-        if bad:
+        problems = self.production_problems()
+        if problems:
             raise RuntimeError(
-                f"refusing to start in {self.environment!r}: missing or placeholder secret(s): "
-                + ", ".join(bad)
+                f"refusing to start in {self.environment!r} (set ENVIRONMENT=development for "
+                "local use): " + "; ".join(problems)
             )
 
 

@@ -26,3 +26,8 @@ def ulid() -> str:
 def new_id(prefix: str) -> str:
     """A new id such as `job_01JD3K...`."""
     return f"{prefix}_{ulid()}"
+
+
+def ulid_floor(ms: int) -> str:
+    """The smallest ULID of millisecond `ms`: ids compared with it select those created since."""
+    return _b32(ms, 10) + "0" * 16

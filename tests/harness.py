@@ -13,13 +13,16 @@ from typing import Any, TypeVar
 
 import httpx
 import psycopg
+from cryptography.fernet import Fernet
 
 from cli.stack import Proc, free_port, spawn, write_proxy_config
 from shared.migrations import upgrade
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-MASTER_KEY = "sk-test-master-" + secrets.token_hex(8)
+MASTER_KEY = "sk-test-master-" + secrets.token_hex(16)
+METRICS_TOKEN = "metrics-" + secrets.token_hex(16)
+WEBHOOK_SECRETS_KEY = Fernet.generate_key().decode()
 MODELS = ("gpt-4o-mini", "gpt-4o")
 T = TypeVar("T")
 
@@ -82,6 +85,8 @@ def platform_env(database_url: str, queue: str, proxy_url: str) -> dict[str, str
             "LITELLM_MASTER_KEY": MASTER_KEY,
             "ADMIN_API_KEY": MASTER_KEY,
             "LITELLM_PROXY_URL": proxy_url,
+            "METRICS_TOKEN": METRICS_TOKEN,
+            "WEBHOOK_SECRETS_KEY": WEBHOOK_SECRETS_KEY,
             "WORKER_QUEUE_NAME": queue,
             "PYTHONUNBUFFERED": "1",
         }

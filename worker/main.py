@@ -26,12 +26,16 @@ from shared.queue import (
 )
 from shared.retry import forever
 from shared.runtime import Runtime, build_runtime
+from shared.webhooks.delivery import WebhookSender
 from shared.webhooks.runner import run_sweeper
 from worker.tasks.calls import reconcile_task, run_call
+from worker.tasks.retention import retention_task
 from worker.tasks.webhooks import deliver_event
 
 log = logging.getLogger("saas_llm.worker")
 settings = get_settings()
+# Refuse to start in production with an unfit secret, before connecting anywhere.
+settings.check_production()
 
 
 async def _listen_for_cancels(rt: Runtime) -> None:
@@ -51,7 +55,7 @@ async def _listen_for_cancels(rt: Runtime) -> None:
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    logs.configure("DEBUG" if settings.debug else "INFO")
+    logs.configure("DEBUG" if settings.debug else "INFO", secrets=settings.secret_values())
     # Room for every call and every webhook delivery in flight at once.
     limits = httpx.Limits(
         max_connections=settings.worker_max_jobs + settings.webhook_max_concurrency + 10,
@@ -65,6 +69,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         http=httpx.AsyncClient(limits=limits, follow_redirects=False),
     )
     ctx["deps"] = rt
+    # Webhooks have their own resolver and connection pools, apart from the proxy's.
+    ctx["webhook_sender"] = WebhookSender(settings)
     ctx["cancel_listener"] = asyncio.create_task(
         forever(lambda: _listen_for_cancels(rt), name="cancel listener")
     )
@@ -75,13 +81,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
 
 
-def webhook_worker(queue: ArqRedis, rt: Runtime) -> Worker:
+def webhook_worker(queue: ArqRedis, rt: Runtime, sender: WebhookSender) -> Worker:
     """A second arq consumer in this process, for the webhook queue only."""
     return Worker(
         functions=[deliver_event],
         queue_name=webhook_queue_name(settings),
         redis_pool=queue,
-        ctx={"deps": rt},
+        ctx={"deps": rt, "webhook_sender": sender},
         handle_signals=False,
         max_jobs=settings.webhook_max_concurrency,
         poll_delay=settings.worker_poll_delay_seconds,
@@ -96,7 +102,7 @@ def webhook_worker(queue: ArqRedis, rt: Runtime) -> Worker:
 
 async def _run_webhook_worker(ctx: dict[str, Any], queue: ArqRedis, rt: Runtime) -> None:
     """The webhook consumer; `forever` starts another if it fails (say, on a Redis failover)."""
-    hooks = webhook_worker(queue, rt)
+    hooks = webhook_worker(queue, rt, ctx["webhook_sender"])
     ctx["webhook_worker"] = hooks
     await hooks.async_run()
 
@@ -132,7 +138,17 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         # The queue connection belongs to arq, which closes it after this hook.
         await rt.http.aclose()
         await rt.engine.dispose()
+    sender: WebhookSender | None = ctx.get("webhook_sender")
+    if sender is not None:
+        await sender.aclose()
     log.info("worker stopped")
+
+
+def _every(seconds: int) -> dict[str, Any]:
+    """arq cron fields for "every `seconds`" (whole minutes past 60 s)."""
+    if seconds <= 60:
+        return {"second": set(range(0, 60, max(1, seconds)))}
+    return {"minute": set(range(0, 60, max(1, min(seconds // 60, 60)))), "second": {0}}
 
 
 class WorkerSettings:
@@ -146,7 +162,14 @@ class WorkerSettings:
             run_at_startup=True,
             unique=False,
             timeout=120,
-        )
+        ),
+        cron(
+            retention_task,
+            **_every(settings.worker_retention_seconds),
+            run_at_startup=True,
+            unique=False,
+            timeout=600,
+        ),
     ]
     on_startup = startup
     on_shutdown = shutdown

@@ -8,7 +8,16 @@ from fastapi import APIRouter, Query
 
 from api.deps import AdminDep, SessionDep
 from shared.models import TeamStatus
-from shared.teams.schemas import KeyCreate, KeyCreated, KeyOut, TeamCreate, TeamOut, TeamUpdate
+from shared.teams import retention
+from shared.teams.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    TeamCreate,
+    TeamDataDeleted,
+    TeamOut,
+    TeamUpdate,
+)
 from shared.teams.service import TeamService, key_out, team_out
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[AdminDep])
@@ -71,3 +80,9 @@ async def list_keys(team_id: str, session: SessionDep) -> dict[str, Any]:
 @router.delete("/teams/{team_id}/keys/{key_id}")
 async def revoke_key(team_id: str, key_id: str, session: SessionDep) -> KeyOut:
     return key_out(await TeamService(session).revoke_key(team_id, key_id))
+
+
+@router.delete("/teams/{team_id}/data")
+async def delete_team_data(team_id: str, session: SessionDep) -> TeamDataDeleted:
+    """Delete the team's jobs, calls and webhook events; the team, its keys and billing stay."""
+    return await retention.delete_team_data(session, team_id)

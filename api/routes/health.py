@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Header, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from api.deps import StateDep
+from shared.errors import NotFound, Unauthorized
+from shared.ids import ulid_floor
 
 router = APIRouter(tags=["health"])
 
@@ -58,15 +62,55 @@ async def ready(state: StateDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+def _metrics_auth(state: StateDep, authorization: str | None = Header(default=None)) -> None:
+    """`Authorization: Bearer <METRICS_TOKEN>`; without a token set, open only in development."""
+    token = state.settings.metrics_token
+    if not token:
+        if state.settings.is_development:
+            return
+        raise NotFound("metrics are off: set METRICS_TOKEN to serve them")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+        raise Unauthorized("metrics need Authorization: Bearer <METRICS_TOKEN>")
+
+
+def _id_floor(prefix: str, seconds_ago: float) -> str:
+    """The smallest id of `prefix` created at or after `seconds_ago` (ids are ULIDs)."""
+    ms = int((time.time() - seconds_ago) * 1000)
+    return f"{prefix}_" + ulid_floor(ms)
+
+
+ACTIVE_JOBS = ("open", "queued", "running")  # the predicate of ix_jobs_active
+ACTIVE_CALLS = ("queued", "running")  # the predicate of ix_calls_active
+RECENT_SECONDS = 3600
+
+
+@router.get("/metrics", dependencies=[Depends(_metrics_auth)])
 async def metrics(state: StateDep) -> Response:
-    """Jobs, calls and webhook deliveries by status, queue depth and recent call latency."""
+    """Prometheus metrics, from cheap reads only: exact counts of active work through the
+    partial indexes, the last hour's jobs and calls through the time-ordered primary key, and
+    the planner's row estimates (pg_class.reltuples) for the tables' sizes."""
     registry = CollectorRegistry()
-    jobs = Gauge("saas_llm_jobs", "Jobs by status", ["status"], registry=registry)
-    calls = Gauge("saas_llm_calls", "Calls by status", ["status"], registry=registry)
+    jobs = Gauge("saas_llm_jobs", "Active jobs by status", ["status"], registry=registry)
+    calls = Gauge("saas_llm_calls", "Active calls by status", ["status"], registry=registry)
+    recent_jobs = Gauge(
+        "saas_llm_jobs_recent",
+        "Jobs created in the last hour, by status",
+        ["status"],
+        registry=registry,
+    )
+    rows = Gauge(
+        "saas_llm_table_rows_estimate",
+        "Planner estimate of rows per table",
+        ["table"],
+        registry=registry,
+    )
     depth = Gauge("saas_llm_queue_depth", "Tasks waiting in the queue", registry=registry)
     webhooks = Gauge(
-        "saas_llm_webhook_deliveries", "Webhook deliveries by status", ["status"], registry=registry
+        "saas_llm_webhook_deliveries",
+        "Pending webhook deliveries; and those created in the last hour by status",
+        ["status"],
+        registry=registry,
     )
     latency = Gauge(
         "saas_llm_call_latency_seconds",
@@ -74,29 +118,74 @@ async def metrics(state: StateDep) -> Response:
         ["quantile"],
         registry=registry,
     )
+    for status in ACTIVE_JOBS:
+        jobs.labels(status).set(0)
+    for status in ACTIVE_CALLS:
+        calls.labels(status).set(0)
     async with state.sessionmaker() as session:
         for status, n in (
-            await session.execute(text("SELECT status, count(*) FROM jobs GROUP BY status"))
+            await session.execute(
+                text(
+                    "SELECT status, count(*) FROM jobs WHERE status IN :s GROUP BY status"
+                ).bindparams(bindparam("s", expanding=True)),
+                {"s": list(ACTIVE_JOBS)},
+            )
         ).all():
             jobs.labels(status).set(n)
         for status, n in (
-            await session.execute(text("SELECT status, count(*) FROM calls GROUP BY status"))
+            await session.execute(
+                text(
+                    "SELECT status, count(*) FROM calls WHERE status IN :s GROUP BY status"
+                ).bindparams(bindparam("s", expanding=True)),
+                {"s": list(ACTIVE_CALLS)},
+            )
         ).all():
             calls.labels(status).set(n)
         for status, n in (
             await session.execute(
-                text("SELECT status, count(*) FROM webhook_deliveries GROUP BY status")
+                text("SELECT status, count(*) FROM jobs WHERE id >= :floor GROUP BY status"),
+                {"floor": _id_floor("job", RECENT_SECONDS)},
+            )
+        ).all():
+            recent_jobs.labels(status).set(n)
+        pending = (
+            await session.execute(
+                text("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            )
+        ).scalar_one()
+        webhooks.labels("pending").set(pending)
+        for status, n in (
+            await session.execute(
+                text(
+                    "SELECT status, count(*) FROM webhook_deliveries"
+                    " WHERE id >= :floor AND status <> 'pending' GROUP BY status"
+                ),
+                {"floor": _id_floor("whdl", RECENT_SECONDS)},
             )
         ).all():
             webhooks.labels(status).set(n)
+        for table, n in (
+            await session.execute(
+                text(
+                    "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r'"
+                    " AND relname IN ('jobs', 'calls', 'webhook_events', 'webhook_deliveries',"
+                    " 'webhook_attempts')"
+                )
+            )
+        ).all():
+            rows.labels(table).set(max(float(n), 0.0))
+        # Calls finished in the last 5 minutes were created in the last hour (a call's timeout
+        # is far shorter): the id range bounds the scan.
         row = (
             await session.execute(
                 text(
                     "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),"
                     " percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)"
-                    " FROM calls WHERE finished_at > now() - interval '5 minutes'"
+                    " FROM calls WHERE id >= :floor"
+                    " AND finished_at > now() - interval '5 minutes'"
                     " AND latency_ms IS NOT NULL"
-                )
+                ),
+                {"floor": _id_floor("call", RECENT_SECONDS)},
             )
         ).one()
     latency.labels("0.5").set((row[0] or 0) / 1000)

@@ -24,6 +24,9 @@ class Team(Timestamps, Base):
     max_requests_per_job: Mapped[int | None]
     max_calls_in_flight: Mapped[int | None]
     requests_per_minute: Mapped[int | None]
+    # Request and response bodies of calls of jobs ended longer ago than this are deleted
+    # (tokens, cost and billing are kept); None keeps them.
+    retention_days: Mapped[int | None]
     # Room for billing: balance mirrors the ledger's last entry.
     credits_balance: Mapped[Decimal] = mapped_column(server_default="0")
     metadata_: Mapped[dict[str, Any]] = mapped_column(

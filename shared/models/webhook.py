@@ -25,9 +25,9 @@ class WebhookEndpoint(Timestamps, Base):
     event_types: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
     disabled_reason: Mapped[str | None] = mapped_column(String(32))
-    secret: Mapped[str] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(String(255))
     # After a rotation the old secret keeps signing alongside the new one until this time.
-    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(255))
     previous_secret_expires_at: Mapped[datetime | None]
     # Start of the current run of failed attempts; None while the endpoint answers 2xx.
     failing_since: Mapped[datetime | None]
@@ -41,8 +41,8 @@ class WebhookTeamSecret(Timestamps, Base):
     team_id: Mapped[str] = mapped_column(
         ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
     )
-    secret: Mapped[str] = mapped_column(String(100))
-    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(String(255))
+    previous_secret: Mapped[str | None] = mapped_column(String(255))
     previous_secret_expires_at: Mapped[datetime | None]
 
 

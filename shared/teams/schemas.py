@@ -21,6 +21,12 @@ class TeamCreate(BaseModel):
     max_requests_per_job: int | None = Field(default=None, ge=1)
     max_calls_in_flight: int | None = Field(default=None, ge=1)
     requests_per_minute: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description="Delete request and response bodies of jobs ended longer ago (null: keep).",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -32,6 +38,7 @@ class TeamUpdate(BaseModel):
     max_requests_per_job: int | None = Field(default=None, ge=1)
     max_calls_in_flight: int | None = Field(default=None, ge=1)
     requests_per_minute: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
     metadata: dict[str, Any] | None = None
 
 
@@ -44,6 +51,7 @@ class TeamOut(BaseModel):
     max_requests_per_job: int | None
     max_calls_in_flight: int | None
     requests_per_minute: int | None
+    retention_days: int | None
     credits_balance: Money
     metadata: dict[str, Any]
     created_at: datetime
@@ -71,3 +79,11 @@ class KeyOut(BaseModel):
 
 class KeyCreated(KeyOut):
     key: str = Field(description="The secret: shown once, never again.")
+
+
+class TeamDataDeleted(BaseModel):
+    object: Literal["team_data_deletion"] = "team_data_deletion"
+    team_id: str
+    jobs: int
+    calls: int
+    webhook_events: int

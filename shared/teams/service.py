@@ -39,6 +39,7 @@ def team_out(team: Team) -> TeamOut:
         max_requests_per_job=team.max_requests_per_job,
         max_calls_in_flight=team.max_calls_in_flight,
         requests_per_minute=team.requests_per_minute,
+        retention_days=team.retention_days,
         credits_balance=team.credits_balance,
         metadata=team.metadata_,
         created_at=team.created_at,
@@ -74,6 +75,7 @@ class TeamService:
             max_requests_per_job=data.max_requests_per_job,
             max_calls_in_flight=data.max_calls_in_flight,
             requests_per_minute=data.requests_per_minute,
+            retention_days=data.retention_days,
             metadata_=data.metadata,
         )
         self.session.add(team)

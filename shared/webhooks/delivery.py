@@ -1,9 +1,13 @@
 """Signing and sending one webhook request.
 
-Signing is the `standardwebhooks` library's, never our own HMAC. Before a request leaves, every
-address the host resolves to must be global (not private, loopback, link-local, ...) unless
-private networks are allowed; the request then goes to the address that was checked, so a
-second DNS answer cannot point it elsewhere.
+Signing is the `standardwebhooks` library's, never our own HMAC. The host is resolved by
+`aiodns` (c-ares, on the event loop: never the shared thread-pool executor, so a host whose DNS
+hangs holds nothing another delivery needs) under a deadline inside the attempt's timeout.
+Every address it resolves to must be global (not private, loopback, link-local, metadata, ...)
+unless private networks are allowed; the request then goes to the address that was checked
+(`PinnedTransport`: one small pool per host and pinned address, Host and TLS SNI still the
+host name), so a second DNS answer cannot point it elsewhere. Answers are never decompressed:
+`Accept-Encoding: identity` is asked for and at most 2 KB of the raw bytes are kept.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiodns
 import httpx
 from standardwebhooks import Webhook
 
+from shared.config import Settings
 from shared.retry import parse_retry_after
 
+ARES_ETIMEOUT = 12  # pycares.errno.ARES_ETIMEOUT
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 BODY_LOG_BYTES = 2048
 USER_AGENT = "saas-llm-webhooks/0.1"
@@ -32,6 +40,10 @@ USER_AGENT = "saas-llm-webhooks/0.1"
 
 class AddressRefused(Exception):
     """The target resolves to an address webhooks may not reach."""
+
+
+class LookupFailed(Exception):
+    """The host's name could not be resolved in time (or at all)."""
 
 
 def generate_secret() -> str:
@@ -77,16 +89,43 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return out
 
 
+# Ranges refused outright whatever Python's `is_global` says: IPv4-compatible (::/96,
+# deprecated), IPv4-mapped and IPv4-translated (an AAAA answer has no business being either:
+# the socket would reach the IPv4 host), and site-local (fec0::/10, deprecated, still routed
+# inside some networks).
+REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "fec0::/10")
+)
+# Cloud metadata and host-agent services (some are public addresses, so `is_global` is no
+# guard): AWS/GCP/Azure IMDS, Azure's WireServer, Alibaba, Oracle, AWS IMDS over IPv6.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.169.253",
+        "169.254.170.2",
+        "168.63.129.16",
+        "100.100.100.200",
+        "192.0.0.192",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+    )
+)
+
+
 def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why `ip` may not be reached, or None if it may."""
+    if ip in METADATA_ADDRESSES:
+        return f"non-global address {ip} (cloud metadata service)"
     if isinstance(ip, ipaddress.IPv6Address):
         if ip in NAT64_LOCAL_USE:
             return f"non-global address {ip} (local-use NAT64 prefix)"
+        for network in REFUSED_V6:
+            if ip in network:
+                return f"non-global address {ip} (in {network})"
         for inner in _embedded_ipv4(ip):
             if not inner.is_global:
                 return f"non-global address {inner} (embedded in {ip})"
-        if ip.ipv4_mapped is not None:
-            return None  # an IPv4-mapped address is the IPv4 address, checked above
     if not ip.is_global:
         return f"non-global address {ip}"
     return None
@@ -105,16 +144,150 @@ def check_addresses(host: str, addresses: Iterable[str]) -> None:
         raise AddressRefused(f"{host} did not resolve to any address; not sent")
 
 
-async def resolve_global(host: str, port: int) -> str:
-    """The address to connect to, after checking every address `host` resolves to."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise AddressRefused(f"cannot resolve {host}: {exc}") from exc
-    addresses = [str(info[4][0]) for info in infos]
-    check_addresses(host, addresses)
-    return addresses[0]
+class Resolver:
+    """Name lookups on the event loop (c-ares), each bounded by a deadline."""
+
+    def __init__(self, nameservers: Sequence[str] = (), timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self._nameservers = list(nameservers)
+        self._dns: aiodns.DNSResolver | None = None
+
+    def _resolver(self) -> aiodns.DNSResolver:
+        if self._dns is None:  # created on first use, inside the running loop
+            self._dns = aiodns.DNSResolver(
+                nameservers=self._nameservers or None, timeout=self.timeout, tries=1
+            )
+        return self._dns
+
+    async def addresses(self, host: str, port: int, deadline: float) -> list[str]:
+        """Every address `host` resolves to, IPv4 first; an IP literal is itself."""
+        try:
+            return [str(ipaddress.ip_address(host.strip("[]")))]
+        except ValueError:
+            pass
+        limit = min(self.timeout, deadline)
+        try:
+            async with asyncio.timeout(limit):
+                result = await self._resolver().getaddrinfo(
+                    host, port=port, type=socket.SOCK_STREAM
+                )
+        except TimeoutError as exc:
+            raise LookupFailed(f"DNS lookup of {host} timed out after {limit:g}s") from exc
+        except aiodns.error.DNSError as exc:
+            if exc.args and exc.args[0] == ARES_ETIMEOUT:  # c-ares' own clock ran out first
+                raise LookupFailed(f"DNS lookup of {host} timed out after {limit:g}s") from exc
+            raise LookupFailed(f"cannot resolve {host}: {exc}") from exc
+        nodes = sorted(result.nodes, key=lambda n: n.family != socket.AF_INET)
+        addresses = [
+            n.addr[0].decode() if isinstance(n.addr[0], bytes) else n.addr[0] for n in nodes
+        ]
+        return list(dict.fromkeys(addresses))
+
+    async def close(self) -> None:
+        if self._dns is not None:
+            await self._dns.close()
+            self._dns = None
+
+
+class _Released(httpx.AsyncByteStream):
+    """A response stream that hands its pool back when closed."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, release: Any) -> None:
+        self._inner = inner
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._release()
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """Connection pools keyed by (scheme, host name, port, pinned address).
+
+    A request's URL names the pinned address and its Host header (and SNI) the host name, so
+    a kept-alive connection opened for one host or one address is never reused for another.
+    Idle pools beyond `max_pools` are closed, least recently used first."""
+
+    def __init__(self, max_pools: int = 256, per_pool: int = 4) -> None:
+        self._pools: OrderedDict[tuple[str, str, int, str], httpx.AsyncHTTPTransport] = (
+            OrderedDict()
+        )
+        self._busy: dict[tuple[str, str, int, str], int] = {}
+        self._max_pools = max_pools
+        self._limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        name = request.extensions.get("sni_hostname") or request.headers.get("host", "")
+        key = (request.url.scheme, str(name), request.url.port or 0, request.url.host)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(limits=self._limits, retries=0)
+        self._pools.move_to_end(key)
+        self._busy[key] = self._busy.get(key, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._busy[key] -= 1
+
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        await self._evict()
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_Released(response.stream, release),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def _evict(self) -> None:
+        for key in list(self._pools):
+            if len(self._pools) <= self._max_pools:
+                return
+            if self._busy.get(key, 0) == 0:
+                self._busy.pop(key, None)
+                await self._pools.pop(key).aclose()
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
+class WebhookSender:
+    """What a process needs to send webhooks: its resolver and its pinned connection pools."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resolver = resolver or Resolver(
+            settings.dns_nameservers, settings.webhook_dns_timeout_seconds
+        )
+        self.http = http or httpx.AsyncClient(
+            transport=PinnedTransport(), follow_redirects=False, trust_env=False
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.resolver.close()
 
 
 @dataclass(frozen=True)
@@ -134,7 +307,7 @@ class SendResult:
 
 
 async def send(
-    http: httpx.AsyncClient,
+    sender: WebhookSender,
     url: str,
     body: str,
     headers: dict[str, str],
@@ -142,31 +315,36 @@ async def send(
     timeout_seconds: float,
     allow_private: bool,
 ) -> SendResult:
-    """POST `body` once: no redirects, `timeout` seconds in all, at most 2 KB of the answer read."""
+    """POST `body` once to the checked, pinned address: no redirects, `timeout` seconds in all
+    (the name lookup included), at most 2 KB of the raw answer read, never decompressed."""
     target = httpx.URL(url)
-    request_headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        **headers,
-    }
-    extensions: dict[str, Any] = {}
-    if not allow_private:
-        host = target.host
-        port = target.port or (443 if target.scheme == "https" else 80)
-        try:
-            address = await resolve_global(host, port)
-        except AddressRefused as exc:
-            return SendResult(status_code=None, latency_ms=None, error=str(exc), refused=True)
-        request_headers["host"] = target.netloc.decode("ascii")
-        if target.scheme == "https":
-            extensions["sni_hostname"] = host
-        target = target.copy_with(host=address)
+    host = target.host
+    port = target.port or (443 if target.scheme == "https" else 80)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_seconds):
-            async with http.stream(
+            try:
+                addresses = await sender.resolver.addresses(host, port, timeout_seconds)
+                if not allow_private:
+                    check_addresses(host, addresses)
+                if not addresses:
+                    raise AddressRefused(f"{host} did not resolve to any address; not sent")
+            except LookupFailed as exc:
+                return SendResult(status_code=None, latency_ms=_ms(started), error=str(exc))
+            except AddressRefused as exc:
+                return SendResult(status_code=None, latency_ms=None, error=str(exc), refused=True)
+            request_headers = {
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                "accept-encoding": "identity",
+                **headers,
+                "host": target.netloc.decode("ascii"),
+            }
+            extensions: dict[str, Any] = {"sni_hostname": host}
+            address = addresses[0]
+            async with sender.http.stream(
                 "POST",
-                target,
+                target.copy_with(host=address),
                 content=body.encode(),
                 headers=request_headers,
                 timeout=timeout_seconds,
@@ -174,7 +352,7 @@ async def send(
                 extensions=extensions,
             ) as response:
                 chunks = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_raw():
                     chunks += chunk
                     if len(chunks) >= BODY_LOG_BYTES:
                         break
@@ -190,6 +368,7 @@ async def send(
             latency_ms=_ms(started),
             error=f"{type(exc).__name__}: {exc}"[:500],
         )
+    # The raw bytes, cut at 2 KB before any decoding (a compressed answer stays compressed).
     text = bytes(chunks[:BODY_LOG_BYTES]).decode("utf-8", errors="replace").replace("\x00", "")
     return SendResult(
         status_code=response.status_code,

@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.crypto import SecretBox
 from shared.models import (
     DeliveryStatus,
     WebhookAttempt,
@@ -32,8 +33,9 @@ def _page(stmt: Select[_T], column: Any, after: str | None, limit: int) -> Selec
 
 
 class WebhookRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, box: SecretBox | None = None) -> None:
         self.session = session
+        self.box = box
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -76,10 +78,13 @@ class WebhookRepository:
     # -- team secret -------------------------------------------------------------------------
 
     async def team_secret(self, team_id: str, *, for_update: bool = False) -> WebhookTeamSecret:
-        """The team's secret, created on first use (safe under concurrent first uses)."""
+        """The team's secret (as stored: encrypted), created on first use (safe under concurrent
+        first uses)."""
+        if self.box is None:
+            raise RuntimeError("WebhookRepository needs a SecretBox to create a team secret")
         await self.session.execute(
             insert(WebhookTeamSecret)
-            .values(team_id=team_id, secret=generate_secret())
+            .values(team_id=team_id, secret=self.box.seal(generate_secret()))
             .on_conflict_do_nothing(index_elements=["team_id"])
         )
         stmt = select(WebhookTeamSecret).where(WebhookTeamSecret.team_id == team_id)

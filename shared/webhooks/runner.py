@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import DatabaseURL, Settings
+from shared.crypto import SecretBox
 from shared.db import transaction
 from shared.ids import new_id
 from shared.models import (
@@ -26,11 +27,18 @@ from shared.models import (
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
+    WebhookTeamSecret,
 )
 from shared.queue import enqueue_delivery
 from shared.retry import forever
 from shared.runtime import Runtime
-from shared.webhooks.delivery import SendResult, encode_payload, send, sign_headers
+from shared.webhooks.delivery import (
+    SendResult,
+    WebhookSender,
+    encode_payload,
+    send,
+    sign_headers,
+)
 from shared.webhooks.events import NOTIFY_CHANNEL
 from shared.webhooks.repository import WebhookRepository, claim_delivery, due_deliveries
 
@@ -39,22 +47,41 @@ SWEEP_BATCH = 500
 
 
 def active_secrets(
-    secret: str, previous: str | None, previous_expires_at: datetime | None
+    secret: str,
+    previous: str | None,
+    previous_expires_at: datetime | None,
+    box: SecretBox | None = None,
 ) -> list[str]:
-    """The current secret, plus the previous one while its grace period lasts."""
+    """The current secret, plus the previous one while its grace period lasts (decrypted with
+    `box` when given)."""
     out = [secret]
     if previous and previous_expires_at and previous_expires_at > datetime.now(UTC):
         out.append(previous)
-    return out
+    return [box.open(s) for s in out] if box is not None else out
+
+
+async def erase_expired_secrets(session: AsyncSession) -> int:
+    """Clear previous secrets whose grace period is over; returns how many rows changed."""
+    erased = 0
+    for model in (WebhookEndpoint, WebhookTeamSecret):
+        result = await session.execute(
+            update(model)
+            .where(model.previous_secret_expires_at <= func.now())
+            .values(previous_secret=None, previous_secret_expires_at=None)
+            .returning(model.previous_secret_expires_at)
+        )
+        erased += len(result.all())
+    return erased
 
 
 def lease_seconds(settings: Settings) -> float:
     return settings.webhook_timeout_seconds + 5.0
 
 
-async def deliver(deps: Runtime, delivery_id: str) -> str:
+async def deliver(deps: Runtime, delivery_id: str, sender: WebhookSender) -> str:
     """Make the next attempt of a delivery if it is due; safe to run any number of times."""
     settings = deps.settings
+    box = SecretBox(settings.webhook_secret_keys)
     async with transaction(deps.sessionmaker) as session:
         delivery = await claim_delivery(session, delivery_id, lease_seconds(settings))
         if delivery is None:
@@ -70,7 +97,10 @@ async def deliver(deps: Runtime, delivery_id: str) -> str:
                 )
                 return "disabled"
             secrets = active_secrets(
-                endpoint.secret, endpoint.previous_secret, endpoint.previous_secret_expires_at
+                endpoint.secret,
+                endpoint.previous_secret,
+                endpoint.previous_secret_expires_at,
+                box,
             )
             # The endpoint's URL now, not the one it had when the event was recorded: a customer
             # who moves an endpoint gets its pending retries and redeliveries at the new URL.
@@ -83,13 +113,13 @@ async def deliver(deps: Runtime, delivery_id: str) -> str:
                 )
         else:
             url = delivery.url  # a job's own webhook_url: fixed when the job was created
-            team = await WebhookRepository(session).team_secret(delivery.team_id)
+            team = await WebhookRepository(session, box).team_secret(delivery.team_id)
             secrets = active_secrets(
-                team.secret, team.previous_secret, team.previous_secret_expires_at
+                team.secret, team.previous_secret, team.previous_secret_expires_at, box
             )
     body = encode_payload(event.payload)
     result = await send(
-        deps.http,
+        sender,
         url,
         body,
         sign_headers(secrets, event.id, body),
@@ -250,6 +280,9 @@ async def sweep(deps: Runtime) -> int:
     harmless: the queue entry's id is per attempt, and the task re-reads the row."""
     async with transaction(deps.sessionmaker) as session:
         due = await due_deliveries(session, SWEEP_BATCH)
+        erased = await erase_expired_secrets(session)
+    if erased:
+        log.info("expired webhook secrets erased", extra={"count": erased})
     for delivery_id, attempts in due:
         await enqueue_delivery(deps.queue, deps.settings, delivery_id, attempts=attempts)
     if due:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
+from shared.crypto import SecretBox
 from shared.errors import Conflict, NotFound
 from shared.ids import new_id
 from shared.models import (
@@ -47,11 +49,11 @@ def endpoint_out(e: WebhookEndpoint) -> EndpointOut:
     )
 
 
-def secret_out(row: WebhookEndpoint | WebhookTeamSecret) -> SecretOut:
+def secret_out(row: WebhookEndpoint | WebhookTeamSecret, box: SecretBox) -> SecretOut:
     expires = row.previous_secret_expires_at
     if expires is not None and expires <= datetime.now(UTC):
         expires = None
-    return SecretOut(secret=row.secret, previous_secret_expires_at=expires)
+    return SecretOut(secret=box.open(row.secret), previous_secret_expires_at=expires)
 
 
 def event_out(e: WebhookEvent) -> EventOut:
@@ -98,11 +100,13 @@ class WebhookService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.session = session
         self.settings = settings
-        self.repo = WebhookRepository(session)
+        self.box = SecretBox(settings.webhook_secret_keys)
+        self.repo = WebhookRepository(session, self.box)
 
     # -- endpoints ---------------------------------------------------------------------------
 
     async def create_endpoint(self, team: Team, data: EndpointCreate) -> EndpointCreated:
+        secret = generate_secret()
         endpoint = WebhookEndpoint(
             id=new_id("whep"),
             team_id=team.id,
@@ -111,12 +115,12 @@ class WebhookService:
             event_types=sorted(set(data.event_types)),
             enabled=data.enabled,
             disabled_reason=None if data.enabled else "manual",
-            secret=generate_secret(),
+            secret=self.box.seal(secret),
         )
         self.session.add(endpoint)
         await self.session.flush()
         await self.session.refresh(endpoint)
-        return EndpointCreated(**endpoint_out(endpoint).model_dump(), secret=endpoint.secret)
+        return EndpointCreated(**endpoint_out(endpoint).model_dump(), secret=secret)
 
     async def endpoint(
         self, team: Team, endpoint_id: str, *, for_update: bool = False
@@ -157,25 +161,25 @@ class WebhookService:
         await self.session.flush()
 
     async def endpoint_secret(self, team: Team, endpoint_id: str) -> SecretOut:
-        return secret_out(await self.endpoint(team, endpoint_id))
+        return secret_out(await self.endpoint(team, endpoint_id), self.box)
 
     async def rotate_endpoint_secret(self, team: Team, endpoint_id: str) -> SecretOut:
         """A new secret; the old one keeps signing alongside it for the grace period."""
         endpoint = await self.endpoint(team, endpoint_id, for_update=True)
         self._rotate(endpoint)
         await self.session.flush()
-        return secret_out(endpoint)
+        return secret_out(endpoint, self.box)
 
     # -- the team secret (a job's own webhook_url) -------------------------------------------
 
     async def team_secret(self, team: Team) -> SecretOut:
-        return secret_out(await self.repo.team_secret(team.id))
+        return secret_out(await self.repo.team_secret(team.id), self.box)
 
     async def rotate_team_secret(self, team: Team) -> SecretOut:
         row = await self.repo.team_secret(team.id, for_update=True)
         self._rotate(row)
         await self.session.flush()
-        return secret_out(row)
+        return secret_out(row, self.box)
 
     def _rotate(self, row: WebhookEndpoint | WebhookTeamSecret) -> None:
         grace = self.settings.webhook_secret_grace_seconds
@@ -183,7 +187,7 @@ class WebhookService:
         row.previous_secret_expires_at = (
             datetime.now(UTC) + timedelta(seconds=grace) if grace > 0 else None
         )
-        row.secret = generate_secret()
+        row.secret = self.box.seal(generate_secret())
 
     # -- events, deliveries, attempts --------------------------------------------------------
 
@@ -267,3 +271,21 @@ class WebhookService:
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         return await self.repo.requeue_failed(team.id, endpoint.id, since)
+
+
+async def reencrypt_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every stored signing secret with the first key (after a new key was put in
+    front of WEBHOOK_SECRETS_KEY); returns how many rows were rewritten."""
+    changed = 0
+    rows: list[WebhookEndpoint | WebhookTeamSecret] = [
+        *(await session.execute(select(WebhookEndpoint).with_for_update())).scalars(),
+        *(await session.execute(select(WebhookTeamSecret).with_for_update())).scalars(),
+    ]
+    if rows:
+        for row in rows:
+            row.secret = box.rotate(row.secret)
+            if row.previous_secret is not None:
+                row.previous_secret = box.rotate(row.previous_secret)
+            changed += 1
+    await session.flush()
+    return changed

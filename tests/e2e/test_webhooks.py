@@ -26,7 +26,7 @@ from shared.webhooks.events import record_event
 from shared.webhooks.runner import sweep
 from tests.conftest import OwnPlatform, TeamClient, nonce
 from tests.fakes.receiver import Receiver, Reply
-from tests.harness import create_database, drop_database, wait_until
+from tests.harness import METRICS_TOKEN, create_database, drop_database, wait_until
 
 
 @pytest.fixture
@@ -115,7 +115,8 @@ def test_finished_job_reaches_the_receiver_signed_with_the_job_as_the_api_shows_
     rows = team.get("/api/webhooks/deliveries", params={"event_id": event["id"]}).json()["data"]
     assert [d["endpoint_id"] for d in rows] == [endpoint["id"]]
     assert len(receiver.requests) == 1
-    assert 'saas_llm_webhook_deliveries{status="succeeded"}' in team.get("/metrics").text
+    metrics = team.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert 'saas_llm_webhook_deliveries{status="succeeded"}' in metrics.text
 
 
 def test_a_jobs_own_webhook_url_is_signed_with_the_team_secret(

@@ -10,8 +10,11 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from shared.config import Settings
 from shared.webhooks.delivery import (
     AddressRefused,
+    Resolver,
+    WebhookSender,
     check_addresses,
     generate_secret,
     send,
@@ -35,6 +38,16 @@ from shared.webhooks.runner import active_secrets
         "fc00::1",
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
+        # IPv4-mapped, -compatible and -translated forms of public addresses: refused outright
+        "::ffff:93.184.216.34",
+        "::5db8:d822",
+        "::ffff:0:5db8:d822",
+        "fec0::1",  # site-local
+        # cloud metadata services, some on public addresses
+        "168.63.129.16",
+        "100.100.100.200",
+        "fd00:ec2::254",
+        "169.254.170.2",
     ],
 )
 def test_non_global_addresses_are_refused(address: str) -> None:
@@ -77,7 +90,6 @@ def test_the_local_use_nat64_prefix_is_refused_whatever_it_embeds() -> None:
         "2a00:1450:4001:80b::200e",
         "64:ff9b::808:808",  # NAT64 of 8.8.8.8
         "2002:808:808::1",  # 6to4 of 8.8.8.8
-        "::ffff:93.184.216.34",
     ],
 )
 def test_global_ipv6_addresses_and_global_embedded_ipv4_are_allowed(address: str) -> None:
@@ -95,14 +107,11 @@ def test_one_private_address_among_public_ones_is_enough_to_refuse() -> None:
 def test_send_refuses_a_loopback_name_without_sending() -> None:
     transport_calls: list[httpx.Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        transport_calls.append(request)
-        return httpx.Response(200)
-
     async def run() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with httpx.AsyncClient(transport=Recording(transport_calls, 200)) as http:
+            sender = WebhookSender(Settings(environment="test"), http=http)
             refused = await send(
-                http, "http://localhost:9/x", "{}", {}, timeout_seconds=1, allow_private=False
+                sender, "http://localhost:9/x", "{}", {}, timeout_seconds=1, allow_private=False
             )
             assert (
                 refused.refused
@@ -110,9 +119,10 @@ def test_send_refuses_a_loopback_name_without_sending() -> None:
                 and "not sent" in (refused.error or "")
             )
             allowed = await send(
-                http, "http://localhost:9/x", "{}", {}, timeout_seconds=1, allow_private=True
+                sender, "http://localhost:9/x", "{}", {}, timeout_seconds=1, allow_private=True
             )
             assert allowed.ok
+            await sender.resolver.close()
 
     asyncio.run(run())
     assert len(transport_calls) == 1
@@ -138,26 +148,40 @@ def test_the_previous_secret_signs_only_during_its_grace_period() -> None:
     assert active_secrets("a", None, None) == ["a"]
 
 
+class Recording(httpx.AsyncBaseTransport):
+    """Records each request and answers `status` with an unread stream, like a real transport."""
+
+    def __init__(self, seen: list[httpx.Request], status: int) -> None:
+        self.seen, self.status = seen, status
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        return httpx.Response(self.status, stream=httpx.ByteStream(b""))
+
+
+class FixedResolver(Resolver):
+    """A resolver that answers one address (the unit under test is what send does with it)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    async def addresses(self, host: str, port: int, deadline: float) -> list[str]:
+        assert (host, port) == ("hooks.example", 443)
+        return [self.address]
+
+
 @pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700:4700::1111"])
-def test_send_connects_to_the_checked_address_with_the_original_host(
-    monkeypatch: pytest.MonkeyPatch, address: str
-) -> None:
+def test_send_connects_to_the_checked_address_with_the_original_host(address: str) -> None:
     seen: list[httpx.Request] = []
 
-    async def resolved(host: str, port: int) -> str:
-        assert (host, port) == ("hooks.example", 443)
-        return address
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(204)
-
-    monkeypatch.setattr("shared.webhooks.delivery.resolve_global", resolved)
-
     async def run() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with httpx.AsyncClient(transport=Recording(seen, 204)) as http:
+            sender = WebhookSender(
+                Settings(environment="test"), http=http, resolver=FixedResolver(address)
+            )
             result = await send(
-                http,
+                sender,
                 "https://hooks.example/in?x=1",
                 "{}",
                 {},
@@ -170,4 +194,5 @@ def test_send_connects_to_the_checked_address_with_the_original_host(
     [request] = seen
     assert request.url.host == address and request.url.path == "/in" and request.url.query == b"x=1"
     assert request.headers["host"] == "hooks.example"
+    assert request.headers["accept-encoding"] == "identity"
     assert request.extensions["sni_hostname"] == "hooks.example"
