@@ -280,9 +280,6 @@ async def sweep(deps: Runtime) -> int:
     harmless: the queue entry's id is per attempt, and the task re-reads the row."""
     async with transaction(deps.sessionmaker) as session:
         due = await due_deliveries(session, SWEEP_BATCH)
-        erased = await erase_expired_secrets(session)
-    if erased:
-        log.info("expired webhook secrets erased", extra={"count": erased})
     for delivery_id, attempts in due:
         await enqueue_delivery(deps.queue, deps.settings, delivery_id, attempts=attempts)
     if due:

@@ -98,7 +98,11 @@ def test_signing_secrets_are_stored_encrypted_and_the_key_rotates(
 
 
 def test_previous_secrets_are_erased_after_their_grace_period(own_platform: OwnPlatform) -> None:
-    with own_platform(WEBHOOK_SECRET_GRACE_SECONDS="2") as (team, env, _procs):
+    with own_platform(WEBHOOK_SECRET_GRACE_SECONDS="2", WORKER_RETENTION_SECONDS="2") as (
+        team,
+        env,
+        _procs,
+    ):
         db = env["DATABASE_URL"]
         endpoint = _endpoint(team, "http://127.0.0.1:9/hook")
         assert (
@@ -110,7 +114,7 @@ def test_previous_secrets_are_erased_after_their_grace_period(own_platform: OwnP
             "SELECT previous_secret FROM webhook_team_secrets) s WHERE previous_secret IS NOT NULL"
         )
         assert _rows(db, sql) == [(2,)]
-        # the worker's sweep clears them once the grace period is over
+        # the worker's retention cron clears them once the grace period is over
         wait_until(lambda: _rows(db, sql) == [(0,)], timeout=60, what="previous secrets erased")
 
 
