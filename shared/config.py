@@ -109,8 +109,10 @@ class Settings(BaseSettings):
     worker_retry_max_seconds: float = 60.0
     worker_drain_seconds: float = 20.0
     worker_reconcile_seconds: int = 30
-    # A running call whose worker stopped renewing it is handed back after its timeout plus this.
-    worker_lease_grace_seconds: float = 30.0
+    # A running call's lease: its worker renews it every third of this while the call is in
+    # flight, so a dead worker's calls are handed back this long after it stopped, whatever the
+    # call's own timeout.
+    worker_lease_seconds: float = 30.0
     # A queued call not started this long after it was due is enqueued again.
     worker_requeue_grace_seconds: float = 10.0
     # How often the retention cron deletes bodies past each team's `retention_days`.

@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 
 from shared import logs
 from shared.config import get_settings
-from shared.llm.runner import abort_calls
+from shared.llm.runner import abort_calls, keep_leases
 from shared.queue import (
     DELIVER_EVENT,
     RUN_CALL,
@@ -75,6 +75,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         forever(lambda: _listen_for_cancels(rt), name="cancel listener")
     )
     ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(rt))
+    ctx["lease_keeper"] = asyncio.create_task(forever(lambda: keep_leases(rt), name="lease keeper"))
     ctx["webhook_worker_task"] = asyncio.create_task(
         forever(lambda: _run_webhook_worker(ctx, queue, rt), name="webhook consumer")
     )
@@ -127,7 +128,7 @@ async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await _stop_webhook_worker(ctx)
-    for name in ("cancel_listener", "webhook_sweeper"):
+    for name in ("cancel_listener", "webhook_sweeper", "lease_keeper"):
         background: asyncio.Task[None] | None = ctx.get(name)
         if background is not None:
             background.cancel()

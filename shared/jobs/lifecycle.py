@@ -214,6 +214,18 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
     return call
 
 
+async def renew_call_leases(session: AsyncSession, call_ids: list[str], seconds: float) -> int:
+    """Extend the leases of these running calls (their worker is alive); returns how many."""
+    result = await session.execute(
+        update(Call)
+        .execution_options(synchronize_session=False)
+        .where(Call.id.in_(call_ids), Call.status == CallStatus.RUNNING)
+        .values(lease_until=func.now() + timedelta(seconds=seconds))
+        .returning(Call.id)
+    )
+    return len(result.all())
+
+
 async def job_deadline(session: AsyncSession, job_id: str) -> datetime | None:
     stmt = select(Job.deadline_at).where(Job.id == job_id)
     return (await session.execute(stmt)).scalar_one_or_none()

@@ -7,12 +7,15 @@ Router in the worker itself) implement the same protocol and raise the same `LLM
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Protocol
 
 import httpx
 
 from shared.llm.client import LLMResult, chat_completion
+
+log = logging.getLogger("saas_llm.llm")
 
 
 class LLMBackend(Protocol):
@@ -55,18 +58,28 @@ class ProxyBackend:
 
 
 class ModelCatalog:
-    """A backend's model names, cached for a few seconds."""
+    """A backend's model names, cached for `ttl` seconds; when a refresh fails, the last list
+    is used for up to `stale_for` seconds more (a busy or restarting gateway does not refuse
+    every submission), then the failure is raised."""
 
-    def __init__(self, backend: LLMBackend, *, ttl: float) -> None:
+    def __init__(self, backend: LLMBackend, *, ttl: float, stale_for: float = 300.0) -> None:
         self.backend = backend
         self.ttl = ttl
+        self.stale_for = stale_for
         self._models: list[str] = []
         self._fetched = 0.0
 
     async def names(self) -> list[str]:
-        """Model names served; raises if the backend cannot be asked."""
-        if self._models and time.monotonic() - self._fetched < self.ttl:
+        """Model names served; raises if the backend cannot be asked and nothing recent is known."""
+        age = time.monotonic() - self._fetched
+        if self._models and age < self.ttl:
             return self._models
-        self._models = await self.backend.models()
+        try:
+            self._models = await self.backend.models()
+        except Exception:
+            if self._models and age < self.ttl + self.stale_for:
+                log.warning("model list refresh failed; using the last one", exc_info=True)
+                return self._models
+            raise
         self._fetched = time.monotonic()
         return self._models

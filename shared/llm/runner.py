@@ -24,6 +24,7 @@ from shared.jobs.lifecycle import (
     finish_call,
     job_deadline,
     release_call,
+    renew_call_leases,
 )
 from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError
 from shared.models import Call, CallStatus, Job
@@ -81,7 +82,7 @@ async def run_call(rt: Runtime, call_id: str) -> str:
 
     Returns "busy" when the team is at its in-flight limit: the task should run again later."""
     settings = rt.settings
-    lease = settings.worker_call_timeout_seconds + settings.worker_lease_grace_seconds
+    lease = settings.worker_lease_seconds
     try:
         async with transaction(rt.sessionmaker) as session:
             call = await claim_call(session, call_id, lease)
@@ -244,6 +245,22 @@ async def _hand_back_when_possible(rt: Runtime, call_id: str, attempt: int) -> b
             raise
         return False
     return True
+
+
+async def renew_leases(rt: Runtime) -> int:
+    """Extend the lease of every call this worker has in flight; returns how many."""
+    call_ids = list(rt.inflight)
+    if not call_ids:
+        return 0
+    async with transaction(rt.sessionmaker) as session:
+        return await renew_call_leases(session, call_ids, rt.settings.worker_lease_seconds)
+
+
+async def keep_leases(rt: Runtime) -> None:
+    """Renew the in-flight calls' leases every third of a lease, until cancelled."""
+    while True:
+        await asyncio.sleep(rt.settings.worker_lease_seconds / 3)
+        await renew_leases(rt)
 
 
 def _current_cancelling() -> bool:

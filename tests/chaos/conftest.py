@@ -51,6 +51,10 @@ class Chaos:
             self.redis.start()
         if not self.provider.alive():
             self.restart_provider()
+        # Answer whatever an earlier test left held open (the proxy would keep those
+        # connections busy) and forget the requests seen: each test counts its own tag.
+        url = f"http://127.0.0.1:{self.provider_port}/_control/reset"
+        httpx.post(url, timeout=30).raise_for_status()
         if self.api is None or not self.api.alive():
             self.api = start_api(self.env, int(self.api_url.rsplit(":", 1)[1]), self.root / "logs")
         self.workers = [w for w in self.workers if w.alive()]
@@ -115,7 +119,7 @@ class Chaos:
 
     def client(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=120
         )
 
     def seen(self, marker: str) -> list[dict[str, Any]]:
@@ -149,9 +153,10 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         {
             "REDIS_URL": redis.url(),
             "WORKER_MAX_JOBS": "250",
-            # Long enough that calls held at the provider do not time out on a slow machine.
-            "WORKER_CALL_TIMEOUT_SECONDS": "30",
-            "WORKER_LEASE_GRACE_SECONDS": "1",
+            # Calls held at the provider never time out, however slow the machine; a killed
+            # worker's calls come back when their lease (renewed while alive) runs out.
+            "WORKER_CALL_TIMEOUT_SECONDS": "600",
+            "WORKER_LEASE_SECONDS": "6",
             "WORKER_REQUEUE_GRACE_SECONDS": "2",
             "WORKER_RECONCILE_SECONDS": "1",
             "WORKER_DRAIN_SECONDS": "6",

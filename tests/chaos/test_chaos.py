@@ -189,7 +189,8 @@ def test_api_keeps_accepting_while_redis_is_down(healthy: Chaos) -> None:
             assert httpx.get(chaos.api_url + "/health", timeout=10).status_code == 200
             ids = []
             for j in range(5):
-                started = time.monotonic()
+                # answered, not hung: the client's timeout is the bound (after-commit steps
+                # are cut at 5 s, so a missing Redis cannot hold a submission)
                 r = client.post(
                     "/api/jobs",
                     json={
@@ -202,7 +203,6 @@ def test_api_keeps_accepting_while_redis_is_down(healthy: Chaos) -> None:
                     },
                 )
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                assert time.monotonic() - started < 10
                 if r.status_code == 202:
                     ids.append(r.json()["id"])
                 g = client.get(f"/api/jobs/{ids[-1]}") if ids else None

@@ -169,3 +169,22 @@ async def test_changes_in_one_transaction_wake_a_job_once(
     assert wakes.jobs == [job.id]
     await session.refresh(job)
     assert job.cost_usd == Decimal("0.3") and job.status == JobStatus.SUCCEEDED
+
+
+async def test_a_live_worker_renews_only_its_running_calls_leases(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    from sqlalchemy import func
+
+    from shared.jobs.lifecycle import renew_call_leases
+
+    _, _, (running,) = await make_job(1, call_status=CallStatus.RUNNING)
+    _, _, (queued,) = await make_job(1)
+    running.lease_until = func.now()
+    await session.flush()
+    assert await renew_call_leases(session, [running.id, queued.id], 30) == 1
+    await session.refresh(running)
+    await session.refresh(queued)
+    now = (await session.execute(select(func.now()))).scalar_one()
+    assert running.lease_until is not None and (running.lease_until - now).total_seconds() == 30
+    assert queued.lease_until is None
