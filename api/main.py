@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, ui
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, events, health, jobs, webhooks
 from shared import logs
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    ui.install(app)
     return app
 
 

@@ -2,6 +2,7 @@
 
     saas-llm up                                 everything, locally, until Ctrl-C
     saas-llm migrate                            alembic upgrade head on DATABASE_URL
+    saas-llm admin create --email E --role R    a dashboard account (DATABASE_URL)
     saas-llm teams create|list|get|suspend|resume
     saas-llm keys create|list|revoke
     saas-llm jobs submit|get|list|results|cancel
@@ -88,6 +89,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     upgrade(args.database_url or None, args.revision)
     print(f"database at {args.revision}")
     return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from cli.admin import cmd_admin_create
+
+    password = os.environ.get("SAAS_LLM_ADMIN_PASSWORD") if args.password_env else None
+    return cmd_admin_create(args.database_url or None, args.email, args.role, password)
 
 
 # --- admin: teams and keys ------------------------------------------------------------------
@@ -239,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="default: $DATABASE_URL")
     p.add_argument("--revision", default="head")
     p.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("admin", help="dashboard accounts (DATABASE_URL)").add_subparsers(
+        dest="action", required=True
+    )
+    p = admin.add_parser("create", help="create a dashboard account; prints its password once")
+    p.add_argument("--email", required=True)
+    p.add_argument("--role", choices=("owner", "admin", "viewer"), default="owner")
+    p.add_argument("--database-url", help="default: $DATABASE_URL")
+    p.add_argument(
+        "--password-env",
+        action="store_true",
+        help="take the password from $SAAS_LLM_ADMIN_PASSWORD instead of generating one",
+    )
+    p.set_defaults(func=cmd_admin)
 
     teams = sub.add_parser("teams", help="manage teams (admin key)").add_subparsers(
         dest="action", required=True

@@ -36,6 +36,7 @@ from cli.stack import BIN, ROOT, Proc, start_api, start_proxy, start_worker, wri
 from shared.crypto import new_key as new_fernet_key
 
 DEMO_TEAM = "demo"
+OWNER_EMAIL = "owner@localhost"
 READY_LINE = "saas-llm is up"
 
 MAX_WORKER_RESTARTS = 20
@@ -142,6 +143,40 @@ def ensure_demo(api_url: str, admin_key: str, state: State) -> str:
         return str(r.json()["key"])
 
 
+def ensure_owner(env: dict[str, str], state: State) -> str | None:
+    """The first dashboard account (an owner), created once; returns its password the one time
+    it is created (it is also kept in state.json, like the master key), else None."""
+    if state.data.get("admin_email"):
+        return None
+    password = state.secret("admin_password")
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "admin",
+            "create",
+            "--email",
+            OWNER_EMAIL,
+            "--role",
+            "owner",
+            "--password-env",
+            "--database-url",
+            env["DATABASE_URL"],
+        ],
+        env={**env, "SAAS_LLM_ADMIN_PASSWORD": password},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if created.returncode != 0 and "already exists" not in created.stderr:
+        raise RuntimeError(f"creating the dashboard owner failed:\n{created.stderr}")
+    state.data["admin_email"] = OWNER_EMAIL
+    state.save()
+    return password if created.returncode == 0 else None
+
+
 def curl_example(api_url: str, key: str, model: str = DEMO_MODEL) -> str:
     message = {"role": "user", "content": "Say hello"}
     body = json.dumps({"requests": [{"custom_id": "hello", "model": model, "messages": [message]}]})
@@ -233,6 +268,8 @@ def up(opts: UpOptions) -> int:
         if migrate.returncode != 0:
             raise RuntimeError(f"migrations failed:\n{migrate.stdout}{migrate.stderr}")
 
+        owner_password = ensure_owner(env, state)
+
         api = start_api(env, opts.api_port, log_dir, wait=False, own_group=True)
         stack.procs.append(api)
         worker = start_worker(env, log_dir, wait=False, own_group=True)
@@ -251,6 +288,9 @@ def up(opts: UpOptions) -> int:
         _say(f"  DATABASE_URL={_redact(env['DATABASE_URL'])}")
         _say(f"  REDIS_URL={_redact(env['REDIS_URL'])}")
         _say(f"  logs:   {log_dir}")
+        _say(f"  admin:  {api_url}/admin   sign in as {state.data.get('admin_email', OWNER_EMAIL)}")
+        if owner_password:
+            _say(f"Dashboard password (shown once; also in {state.path}): {owner_password}")
         if demo_key:
             _say(f"  demo team: {DEMO_TEAM}")
             _say(f"Demo key: {demo_key}")

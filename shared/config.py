@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -98,6 +100,18 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     # /docs, /redoc and /openapi.json; unset: on in development, off in production.
     docs_enabled: bool | None = None
+    # Dashboard (/admin) and team portal (/portal) sessions: signed cookies. The signing secret
+    # defaults to one derived from ADMIN_API_KEY, so every API process agrees on it.
+    admin_session_secret: str | None = None
+    admin_session_hours: float = 12.0
+    admin_signin_max_failures: int = 5
+    admin_signin_lockout_seconds: int = 900
+    # Cookies carry `Secure` outside development (the platform is then behind HTTPS).
+    admin_cookie_secure: bool | None = None
+    portal_link_minutes: float = 15.0
+    portal_session_hours: float = 24.0
+    # Origins allowed to embed /portal in an iframe (CSP frame-ancestors), space-separated.
+    portal_frame_ancestors: str = ""
 
     # Worker: one arq task per call, tuned for I/O-bound work.
     worker_queue_name: str = "saas-llm:queue"
@@ -157,6 +171,24 @@ class Settings(BaseSettings):
         if not self.webhook_secrets_key and self.is_development:
             self.webhook_secrets_key = DEV_WEBHOOK_SECRETS_KEY
         return self
+
+    @property
+    def session_secret(self) -> str:
+        """The key that signs dashboard and portal cookies."""
+        if self.admin_session_secret:
+            return self.admin_session_secret
+        base = (self.admin_api_key or self.litellm_master_key).encode()
+        return hmac.new(base, b"saas-llm admin session", hashlib.sha256).hexdigest()
+
+    @property
+    def cookie_secure(self) -> bool:
+        if self.admin_cookie_secure is not None:
+            return self.admin_cookie_secure
+        return not self.is_development
+
+    @property
+    def frame_ancestors(self) -> list[str]:
+        return [o for o in self.portal_frame_ancestors.replace(",", " ").split() if o]
 
     @property
     def is_development(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 
@@ -31,3 +32,9 @@ def new_id(prefix: str) -> str:
 def ulid_floor(ms: int) -> str:
     """The smallest ULID of millisecond `ms`: ids compared with it select those created since."""
     return _b32(ms, 10) + "0" * 16
+
+
+def id_floor(prefix: str, when: datetime) -> str:
+    """The smallest id of `prefix` created at `when`: a time range becomes an index range on id."""
+    ms = max(0, int(when.timestamp() * 1000))
+    return f"{prefix}_{_b32(ms, 10)}{'0' * 16}"

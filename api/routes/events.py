@@ -42,7 +42,7 @@ async def _snapshot(rt: Runtime, team: Team, job_id: str) -> str | None:
     return job.model_dump_json()
 
 
-async def _stream(
+async def job_stream(
     request: Request, rt: Runtime, team: Team, job_id: str, first: str
 ) -> AsyncIterator[bytes]:
     pubsub = rt.queue.pubsub()
@@ -86,7 +86,7 @@ async def job_events(
     stream ends after the job's terminal state, or with `event: error` if the team is suspended."""
     first = (await JobService(session, state).get_out(team, job_id)).model_dump_json()
     return StreamingResponse(
-        _stream(request, state, team, job_id, first),
+        job_stream(request, state, team, job_id, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,5 +1,6 @@
 """One module per table, one `Base`; the vocabulary of states in `status`."""
 
+from shared.models.admin import ADMIN_ROLES, AdminUser, AuditEntry, PortalLink
 from shared.models.base import Base
 from shared.models.job import Call, Job
 from shared.models.status import (
@@ -25,11 +26,14 @@ from shared.models.webhook import (
 
 __all__ = [
     "CALL_ACTIVE",
+    "ADMIN_ROLES",
     "CALL_TERMINAL",
     "JOB_CLOSED_ACTIVE",
     "JOB_LIVE",
     "JOB_TERMINAL",
+    "AdminUser",
     "ApiKey",
+    "AuditEntry",
     "Base",
     "Call",
     "CallStatus",
@@ -37,6 +41,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "JobStyle",
+    "PortalLink",
     "Team",
     "TeamStatus",
     "WebhookAttempt",

@@ -1,0 +1,1 @@
+"""The dashboard's domain: admin accounts, the audit log, portal links and read-only statistics."""
