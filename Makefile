@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-chaos test-all lint format typecheck bench migrate clean lock audit
+.PHONY: install up test test-chaos test-browser test-all lint format typecheck bench migrate clean lock audit
 
 # Every dependency, transitive ones included, comes from requirements.lock with its hashes; the
 # project itself is installed without resolving anything. `make lock` regenerates the locks
@@ -24,12 +24,16 @@ up: $(STAMP)
 	$(BIN)/saas-llm up
 
 test: $(STAMP)
-	$(BIN)/pytest -m "not chaos"
+	$(BIN)/pytest -m "not chaos and not browser"
 
 test-chaos: $(STAMP)
 	$(BIN)/pytest -m chaos
 
-test-all: test test-chaos
+# Needs Debian's chromium (/usr/bin/chromium; .ci/run installs it).
+test-browser: $(STAMP)
+	$(BIN)/pytest -m browser
+
+test-all: test test-chaos test-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

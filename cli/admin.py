@@ -25,7 +25,9 @@ class Created:
 
 
 async def _create(database_url: str | None, email: str, role: str, password: str | None) -> Created:
-    settings = Settings(**({"database_url": database_url} if database_url else {}))
+    settings = Settings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
     engine = create_engine(settings, pool_size=1)
     secret = password or generate_password()
     try:
