@@ -11,7 +11,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import Text, cast, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -154,6 +154,7 @@ class AuditLog:
                     AuditEntry.action.ilike(like),
                     AuditEntry.target_id.ilike(like),
                     AuditEntry.ip.ilike(like),
+                    cast(AuditEntry.detail, Text).ilike(like),
                 )
             )
         rows = (await self.session.execute(stmt)).scalars().all()
