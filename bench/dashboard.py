@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -22,12 +21,14 @@ import httpx
 import psycopg
 
 from cli.stack import free_port, start_api
-from tests.harness import MASTER_KEY, create_database, drop_database, platform_env
+from tests.harness import create_database, drop_database, platform_env
 
 # ULID-shaped ids from SQL: 10 Crockford base32 characters of the millisecond, then 16 hex ones
 # (hex digits are Crockford characters too), so the ids sort by time as the platform's do.
 _B32 = "'0123456789ABCDEFGHJKMNPQRSTVWXYZ'"
-_MS_CHARS = " || ".join(f"substr({_B32}, ((ms >> {5 * i}) & 31)::int + 1, 1)" for i in range(9, -1, -1))
+_MS_CHARS = " || ".join(
+    f"substr({_B32}, ((ms >> {5 * i}) & 31)::int + 1, 1)" for i in range(9, -1, -1)
+)
 
 FILL = f"""
 INSERT INTO teams (id, name) SELECT 'bench-' || t, 'Bench team ' || t FROM generate_series(0, 99) t;
@@ -101,7 +102,7 @@ def assets(client: httpx.Client, html: str) -> int:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
 
 
 def main() -> int:
@@ -120,9 +121,23 @@ def main() -> int:
         import subprocess
 
         subprocess.run(
-            [sys.executable, "-m", "cli.main", "admin", "create", "--email", "bench@example.com",
-             "--role", "owner", "--password-env", "--database-url", url],
-            env=env, check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "admin",
+                "create",
+                "--email",
+                "bench@example.com",
+                "--role",
+                "owner",
+                "--password-env",
+                "--database-url",
+                url,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
         )
         port = free_port()
         api = start_api(env, port, log_dir)
@@ -145,7 +160,7 @@ def main() -> int:
                 "job detail (old, one team)": f"/admin/jobs/{middle[0]}",
             }
             first = client.get("/admin/jobs").text
-            before = re.search(r'before=(job_[0-9A-Z]+)', first)
+            before = re.search(r"before=(job_[0-9A-Z]+)", first)
             assert before
             pages["jobs, page 2 (keyset)"] = f"/admin/jobs?before={before.group(1)}"
             from datetime import UTC, datetime, timedelta
@@ -153,7 +168,9 @@ def main() -> int:
             day = (datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M")
             until = (datetime.now(UTC) - timedelta(days=9)).strftime("%Y-%m-%dT%H:%M")
             pages["jobs ?since= (a day, 10 days ago)"] = f"/admin/jobs?since={day}&until={until}"
-            print(f"\nTTFB over {args.requests} sequential requests each ({args.jobs} jobs stored):")
+            print(
+                f"\nTTFB over {args.requests} sequential requests each ({args.jobs} jobs stored):"
+            )
             print(f"{'page':45} {'p50 ms':>8} {'p99 ms':>8} {'HTML KB':>8}")
             for name, path in pages.items():
                 assert path
@@ -162,11 +179,16 @@ def main() -> int:
                 print(f"{name:45} {pct(times, 50):8.1f} {pct(times, 99):8.1f} {size / 1024:8.1f}")
             print("\nPage weight (HTML + the static files it loads, uncompressed):")
             weights = {
-                "/admin": "/admin", "/admin/overview/live (polled)": "/admin/overview/live",
-                "/admin/teams": "/admin/teams", "/admin/teams/bench-7": "/admin/teams/bench-7",
-                "/admin/jobs": "/admin/jobs", "/admin/jobs/{id}": f"/admin/jobs/{newest[0]}",
-                "/admin/usage (14 days)": "/admin/usage", "/admin/webhooks": "/admin/webhooks",
-                "/admin/audit": "/admin/audit", "/admin/admins": "/admin/admins",
+                "/admin": "/admin",
+                "/admin/overview/live (polled)": "/admin/overview/live",
+                "/admin/teams": "/admin/teams",
+                "/admin/teams/bench-7": "/admin/teams/bench-7",
+                "/admin/jobs": "/admin/jobs",
+                "/admin/jobs/{id}": f"/admin/jobs/{newest[0]}",
+                "/admin/usage (14 days)": "/admin/usage",
+                "/admin/webhooks": "/admin/webhooks",
+                "/admin/audit": "/admin/audit",
+                "/admin/admins": "/admin/admins",
             }
             for name, path in weights.items():
                 started = time.perf_counter()
@@ -174,7 +196,9 @@ def main() -> int:
                 took = (time.perf_counter() - started) * 1000
                 assert r.status_code == 200, (path, r.status_code)
                 static = assets(client, r.text)
-                print(f"{name:45} HTML {len(r.content) / 1024:7.1f} KB + static {static / 1024:6.1f} KB = {(len(r.content) + static) / 1024:7.1f} KB  ({took:.0f} ms)")
+                print(
+                    f"{name:45} HTML {len(r.content) / 1024:7.1f} KB + static {static / 1024:6.1f} KB = {(len(r.content) + static) / 1024:7.1f} KB  ({took:.0f} ms)"
+                )
     finally:
         if api is not None:
             api.stop()

@@ -31,10 +31,25 @@ def create_account(stack: Stack, role: str) -> Account:
     """A dashboard account made the way an operator makes one: `saas-llm admin create`."""
     account = Account(f"{role}-{uuid.uuid4().hex[:8]}@example.com", "pw-" + uuid.uuid4().hex)
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "admin", "create", "--email", account.email,
-         "--role", role, "--password-env", "--database-url", stack.env["DATABASE_URL"]],
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "admin",
+            "create",
+            "--email",
+            account.email,
+            "--role",
+            role,
+            "--password-env",
+            "--database-url",
+            stack.env["DATABASE_URL"],
+        ],
         env={**stack.env, "SAAS_LLM_ADMIN_PASSWORD": account.password},
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert f"created {role} {account.email}" in done.stdout

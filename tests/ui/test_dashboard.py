@@ -84,13 +84,18 @@ def test_a_form_post_without_the_csrf_token_is_refused(
     page = ctx.new_page()
     sign_in(page, owner, "/admin/teams")
     slug = _slug()
-    for form in ({"team_id": slug, "name": "x"}, {"team_id": slug, "name": "x", "csrf_token": "forged"}):
+    for form in (
+        {"team_id": slug, "name": "x"},
+        {"team_id": slug, "name": "x", "csrf_token": "forged"},
+    ):
         answer = ctx.request.post("/admin/teams", form=form)
         assert answer.status == 403
         assert "CSRF" in answer.text()
     assert admin.get(f"/api/admin/teams/{slug}").status_code == 404
     # The same post with the page's token goes through.
-    answer = ctx.request.post("/admin/teams", form={"team_id": slug, "name": "x", "csrf_token": _csrf(page)})
+    answer = ctx.request.post(
+        "/admin/teams", form={"team_id": slug, "name": "x", "csrf_token": _csrf(page)}
+    )
     assert answer.status == 200
     assert admin.get(f"/api/admin/teams/{slug}").status_code == 200
 
@@ -115,7 +120,9 @@ def test_create_a_team_issue_a_key_watch_a_job_finish_live_and_see_its_cost_in_u
     page.get_by_role("button", name="Issue key").click()
     key = page.get_by_test_id("new-key").inner_text().strip()
     assert key.startswith("sk-")
-    api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    api = httpx.Client(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
 
     # A step job is open until we add its call: the page is loaded while it runs, for certain.
     r = api.post("/api/jobs/create", json={"job_type": "browser-test"})
@@ -126,7 +133,11 @@ def test_create_a_team_issue_a_key_watch_a_job_finish_live_and_see_its_cost_in_u
     page.evaluate("window.__sameDocument = 'yes'")
     r = api.post(
         f"/api/jobs/{job_id}/calls",
-        json={"custom_id": "hello", "model": MODEL, "messages": [{"role": "user", "content": "Say hello from the browser"}]},
+        json={
+            "custom_id": "hello",
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Say hello from the browser"}],
+        },
     )
     assert r.status_code == 202, r.text
     assert api.post(f"/api/jobs/{job_id}/complete").status_code == 200
@@ -140,7 +151,9 @@ def test_create_a_team_issue_a_key_watch_a_job_finish_live_and_see_its_cost_in_u
     shoot(page, "admin-job-1280")
 
     page.goto(f"/admin/usage?team_id={slug}")
-    expect(page.locator(f'[data-testid="usage-totals"] td[data-team="{slug}"]')).to_have_text("$" + job["cost_usd"])
+    expect(page.locator(f'[data-testid="usage-totals"] td[data-team="{slug}"]')).to_have_text(
+        "$" + job["cost_usd"]
+    )
     expect(page.locator('[data-chart="cost-data"] canvas').first).to_be_visible()
     shoot(page, "admin-usage-1280")
     csv = ctx.request.get(f"/admin/usage.csv?team_id={slug}")
@@ -309,22 +322,36 @@ def test_sign_in_is_throttled_after_repeated_failures(
         expect(page.locator("#login-error")).to_be_visible()
     page.get_by_label("Email").fill(account.email)
     page.get_by_label("Password").fill(account.password)
-    with page.expect_response(lambda r: r.url.endswith("/admin/login") and r.request.method == "POST") as info:
+    with page.expect_response(
+        lambda r: r.url.endswith("/admin/login") and r.request.method == "POST"
+    ) as info:
         page.get_by_role("button", name="Sign in").click()
     assert info.value.status == 429
     expect(page.get_by_text("too many failed sign-ins")).to_be_visible()
 
 
-ADMIN_PAGES = ["/admin", "/admin/teams", "/admin/jobs", "/admin/usage", "/admin/webhooks", "/admin/audit", "/admin/admins"]
+ADMIN_PAGES = [
+    "/admin",
+    "/admin/teams",
+    "/admin/jobs",
+    "/admin/usage",
+    "/admin/webhooks",
+    "/admin/audit",
+    "/admin/admins",
+]
 
 
 def test_every_page_has_no_serious_accessibility_violations_at_1280_and_390_pixels(
     new_context: NewContext, owner: Account, admin: httpx.Client, team: TeamClient
 ) -> None:
-    job_id = team.submit([{"custom_id": "a", "model": MODEL, "messages": [{"role": "user", "content": "axe"}]}])["id"]
+    job_id = team.submit(
+        [{"custom_id": "a", "model": MODEL, "messages": [{"role": "user", "content": "axe"}]}]
+    )["id"]
     team.wait(job_id)
     link = admin.post(f"/api/admin/teams/{team.team_id}/portal-links").json()["url"]
-    endpoint = team.post("/api/webhooks/endpoints", json={"url": "http://127.0.0.1:9/none"}).json()["id"]
+    endpoint = team.post("/api/webhooks/endpoints", json={"url": "http://127.0.0.1:9/none"}).json()[
+        "id"
+    ]
     found: dict[str, Any] = {}
     for width in (1280, 390):
         ctx = new_context(width=width)
@@ -339,24 +366,38 @@ def test_every_page_has_no_serious_accessibility_violations_at_1280_and_390_pixe
             if path == "/admin":
                 expect(page.get_by_test_id("queue-depth")).to_be_visible()
                 expect(page.get_by_test_id("workers-alive")).to_contain_text("yes")
-            name = "admin" + (path.replace("/admin", "").replace("/", "-") or "-overview")
+            name = "admin" + (path[len("/admin") :].replace("/", "-") or "-overview")
             name = re.sub(r"-(job|t)[-_][A-Za-z0-9-]+", r"-\1", name)
             found[f"{name}-{width}"] = axe_violations(page)
             shoot(page, f"{name}-{width}")
             # Readable at this width: nothing pushes the page wider than the window.
-            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), (path, width)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), (
+                path,
+                width,
+            )
         portal_ctx = new_context(width=width)
         if width == 1280:
             portal = _portal(portal_ctx, link)
         else:
-            portal = _portal(portal_ctx, admin.post(f"/api/admin/teams/{team.team_id}/portal-links").json()["url"])
-        for path in ["/portal", f"/portal/jobs/{job_id}", "/portal/usage", "/portal/webhooks", f"/portal/webhooks/{endpoint}"]:
+            portal = _portal(
+                portal_ctx,
+                admin.post(f"/api/admin/teams/{team.team_id}/portal-links").json()["url"],
+            )
+        for path in [
+            "/portal",
+            f"/portal/jobs/{job_id}",
+            "/portal/usage",
+            "/portal/webhooks",
+            f"/portal/webhooks/{endpoint}",
+        ]:
             portal.goto(path)
-            name = "portal" + (path.replace("/portal", "").replace("/", "-") or "-jobs")
+            name = "portal" + (path[len("/portal") :].replace("/", "-") or "-jobs")
             name = re.sub(r"-(job|whep)[-_][A-Za-z0-9-]+", r"-\1", name)
             found[f"{name}-{width}"] = axe_violations(portal)
             shoot(portal, f"{name}-{width}")
-            assert portal.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), (path, width)
+            assert portal.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth + 1"
+            ), (path, width)
     bad = {k: v for k, v in found.items() if v}
     assert bad == {}, json.dumps(bad, indent=2)
     assert len(found) >= 2 * 15
