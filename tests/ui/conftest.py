@@ -3,57 +3,20 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from cli.stack import ROOT, Stack
+from cli.stack import Stack
+from tests.ui.accounts import Account, create_account
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 AXE = Path(__file__).parent / "vendor" / "axe-4.14.1.min.js"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-@dataclass(frozen=True)
-class Account:
-    email: str
-    password: str
-
-
-def create_account(stack: Stack, role: str) -> Account:
-    """A dashboard account made the way an operator makes one: `saas-llm admin create`."""
-    account = Account(f"{role}-{uuid.uuid4().hex[:8]}@example.com", "pw-" + uuid.uuid4().hex)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "admin",
-            "create",
-            "--email",
-            account.email,
-            "--role",
-            role,
-            "--password-env",
-            "--database-url",
-            stack.env["DATABASE_URL"],
-        ],
-        env={**stack.env, "SAAS_LLM_ADMIN_PASSWORD": account.password},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"created {role} {account.email}" in done.stdout
-    return account
+__all__ = ["Account", "create_account"]
 
 
 @pytest.fixture(scope="session")
