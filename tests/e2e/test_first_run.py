@@ -3,6 +3,7 @@ demo key; a job through the Python client; a clean stop; a second start that fin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -162,6 +163,27 @@ def test_first_start_prints_key_and_runs_a_demo_job(first: Up, folder: Path) -> 
     (folder / "job_id").write_text(job.id)
 
 
+def test_first_start_prints_the_dashboard_owner_password_once_and_it_signs_in(
+    first: Up, folder: Path
+) -> None:
+    first.wait_key()
+    out = first.text()
+    assert f"admin:  {first.api_url}/admin   sign in as owner@localhost" in out
+    password = out.split("Dashboard password (shown once; also in ", 1)[1].split("): ", 1)[1]
+    password = password.split()[0]
+    state = json.loads((folder / ".saas-llm" / "state.json").read_text())
+    assert state["admin_password"] == password and state["admin_email"] == "owner@localhost"
+    with httpx.Client(base_url=first.api_url, timeout=30) as browser:
+        login = browser.get("/admin/login").text
+        token = login.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        signed = browser.post(
+            "/admin/login",
+            data={"email": "owner@localhost", "password": password, "csrf_token": token},
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/admin"
+        assert browser.get("/admin/teams").status_code == 200
+
+
 async def test_step_style_through_the_async_client(first: Up) -> None:
     key = first.wait_key()
     async with AsyncClient(first.api_url, key) as client:
@@ -196,6 +218,7 @@ def test_sigint_stops_everything_and_a_second_start_finds_the_data(
     try:
         assert second.wait_key() == key  # same key, kept in the data folder
         assert "created a PostgreSQL cluster" not in second.text()
+        assert "Dashboard password" not in second.text()  # printed on the first run only
         with Client(second.api_url, key) as client:
             job = client.get(job_id)
             assert job.status == "succeeded" and job.cost_usd > 0
