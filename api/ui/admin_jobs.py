@@ -8,15 +8,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
-from api.deps import SessionDep, StateDep, after_commit
+from api.deps import SessionDep, StateDep
 from api.ui.auth import CurrentAdmin, Writer, audit
 from api.ui.jobviews import JOB_STATUSES, job_context, job_events, job_filter
 from api.ui.web import HTMLRoute, render, secure_headers
 from shared.admin import stats
 from shared.errors import NotFound
-from shared.jobs.service import JobService, job_out
+from shared.jobs.service import JobService
+from shared.jobs.views import job_out
 from shared.models import Job, Team
-from shared.queue import notify_job, publish_cancel
 
 router = APIRouter(prefix="/admin/jobs", route_class=HTMLRoute, include_in_schema=False)
 
@@ -98,8 +98,7 @@ async def cancel(
     job_id: str, request: Request, user: Writer, session: SessionDep, state: StateDep
 ) -> Response:
     team = await _team_of(session, job_id)
-    _, call_ids = await JobService(session, state.settings).cancel(team, job_id)
-    after_commit(session, lambda: publish_cancel(state.queue, state.settings, call_ids))
-    after_commit(session, lambda: notify_job(state.queue, state.settings, job_id))
-    audit(request, session, user, "job.cancel", "job", job_id, team_id=team.id, calls=len(call_ids))
+    # The service aborts running calls and wakes the job's streams after commit.
+    await JobService(session, state).cancel(team, job_id)
+    audit(request, session, user, "job.cancel", "job", job_id, team_id=team.id)
     return secure_headers(RedirectResponse(f"/admin/jobs/{job_id}", status_code=303))

@@ -11,17 +11,19 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
 
-from api.deps import SessionDep, StateDep, after_commit
+from api.deps import SessionDep, StateDep
 from api.ui.auth import CurrentAdmin, Owner, Writer, audit
 from api.ui.web import HTMLRoute, render, secure_headers
 from shared.admin import stats
 from shared.admin.service import AdminAccounts, AuditLog
+from shared.db import after_commit
 from shared.errors import BadRequest, NotFound
-from shared.models import ADMIN_ROLES, DELIVERY_STATUSES, Team, WebhookDelivery
+from shared.models import ADMIN_ROLES, DeliveryStatus, Team, WebhookDelivery
 from shared.queue import enqueue_delivery, webhook_queue_name
 from shared.teams.service import TeamService
 from shared.webhooks.service import WebhookService
 
+DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
 router = APIRouter(prefix="/admin", route_class=HTMLRoute, include_in_schema=False)
 MAX_RANGE_DAYS = 366
 

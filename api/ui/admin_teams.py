@@ -15,6 +15,7 @@ from shared.admin import stats
 from shared.admin.service import PortalLinks
 from shared.errors import BadRequest
 from shared.jobs.repository import JobRepository
+from shared.models import TeamStatus
 from shared.teams.schemas import KeyCreate, TeamCreate, TeamUpdate
 from shared.teams.service import TeamService
 
@@ -158,14 +159,14 @@ async def update_team(
 
 @router.post("/{team_id}/suspend")
 async def suspend(team_id: str, request: Request, user: Writer, session: SessionDep) -> Response:
-    await TeamService(session).set_status(team_id, "suspended")
+    await TeamService(session).set_status(team_id, TeamStatus.SUSPENDED)
     audit(request, session, user, "team.suspend", "team", team_id)
     return _see(f"/admin/teams/{team_id}")
 
 
 @router.post("/{team_id}/resume")
 async def resume(team_id: str, request: Request, user: Writer, session: SessionDep) -> Response:
-    await TeamService(session).set_status(team_id, "active")
+    await TeamService(session).set_status(team_id, TeamStatus.ACTIVE)
     audit(request, session, user, "team.resume", "team", team_id)
     return _see(f"/admin/teams/{team_id}")
 

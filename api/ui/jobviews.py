@@ -9,12 +9,12 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import AppState
 from api.routes.events import job_stream
 from shared.admin.stats import JobFilter
 from shared.errors import BadRequest
 from shared.jobs.service import JobService
 from shared.models import JOB_TERMINAL, Team
+from shared.runtime import Runtime as AppState
 
 JOB_STATUSES = ("open", "queued", "running", "succeeded", "failed", "cancelled", "expired")
 
@@ -54,7 +54,7 @@ async def job_context(
     session: AsyncSession, state: AppState, team: Team, job_id: str
 ) -> dict[str, Any]:
     """The job (404 unless it belongs to `team`) and every call with its request."""
-    service = JobService(session, state.settings)
+    service = JobService(session, state)
     job = await service.get_out(team, job_id)
     calls = await service.calls(team, job_id)
     return {"job": job, "calls": calls, "terminal": job.status in JOB_TERMINAL}
@@ -64,7 +64,7 @@ async def job_events(
     request: Request, session: AsyncSession, state: AppState, team: Team, job_id: str
 ) -> StreamingResponse:
     """The team API's SSE stream of the job, for a page's EventSource."""
-    first = (await JobService(session, state.settings).get_out(team, job_id)).model_dump_json()
+    first = (await JobService(session, state).get_out(team, job_id)).model_dump_json()
     await session.close()  # the stream opens a short session per snapshot
     return StreamingResponse(
         job_stream(request, state, team, job_id, first),

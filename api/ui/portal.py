@@ -22,7 +22,7 @@ from shared.admin import stats
 from shared.admin.service import Actor, AuditLog, PortalLinks
 from shared.admin.webhook_test import send_test_event
 from shared.errors import BadRequest, Unauthorized
-from shared.jobs.service import job_out
+from shared.jobs.views import job_out
 from shared.models import Team
 from shared.teams.service import TeamService
 from shared.webhooks.schemas import EndpointCreate

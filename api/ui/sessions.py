@@ -18,8 +18,8 @@ from fastapi import Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from redis.exceptions import RedisError
 
-from api.deps import AppState
 from shared.errors import Forbidden, RateLimited
+from shared.runtime import Runtime as AppState
 
 ADMIN_COOKIE = "saas_llm_admin"
 PORTAL_COOKIE = "saas_llm_portal"

@@ -25,8 +25,8 @@ from shared.models.webhook import (
 )
 
 __all__ = [
-    "CALL_ACTIVE",
     "ADMIN_ROLES",
+    "CALL_ACTIVE",
     "CALL_TERMINAL",
     "JOB_CLOSED_ACTIVE",
     "JOB_LIVE",
