@@ -1,7 +1,7 @@
 """admin dashboard: admin accounts, audit log, portal links
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0007
 Create Date: 2026-12-01 22:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
