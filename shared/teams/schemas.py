@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.money import Money
 
@@ -55,6 +55,14 @@ class TeamUpdate(BaseModel):
     allowed_tool_types: list[ToolType] | None = Field(default=None, max_length=50)
     allow_file_ids: bool | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("name", "allowed_models", "allowed_tool_types", "allow_file_ids", "metadata")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Omit a field to keep it; these have no "unset" value (the limits above do: null).
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
 
 
 class TeamOut(BaseModel):
