@@ -85,11 +85,27 @@ EXTRA: dict[str, tuple[int, ...]] = {
 }
 
 _TEXT = {"schema": {"type": "string"}}
+# One server-sent event of a job's stream: `event: job` with the job as JSON, or `event: error`
+# with the error envelope (the team was suspended).
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job", "error"]},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"anyOf": [{"$ref": "#/components/schemas/JobOut"}, ERROR_REF]},
+        },
+    },
+}
 # Success bodies that are not only JSON: `True` keeps the JSON one next to them.
 CONTENT: dict[str, tuple[bool, dict[str, Any]]] = {
     # `Accept: application/x-ndjson` (or application/jsonl): one result per line.
     "GET /api/jobs/{job_id}/results": (True, {"application/x-ndjson": _TEXT}),
-    "GET /api/jobs/{job_id}/events": (False, {"text/event-stream": _TEXT}),
+    "GET /api/jobs/{job_id}/events": (False, {"text/event-stream": {"itemSchema": SSE_EVENT}}),
     "GET /metrics": (False, {"text/plain": _TEXT}),
 }
 # Public routes' own answers that are not the error envelope.
