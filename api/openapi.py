@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 
-Auth = Literal["public", "team", "admin"]
+Auth = Literal["public", "team", "admin", "metrics"]
 SCOPE_KEY = "x-required-scope"
 
 
@@ -141,12 +141,15 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
 
 def _auth(dependant: Dependant) -> Auth:
     from api.deps import get_team, require_admin
+    from api.routes.health import metrics_auth
 
     calls = set(_calls(dependant))
     if require_admin in calls:
         return "admin"
     if get_team in calls:
         return "team"
+    if metrics_auth in calls:
+        return "metrics"
     return "public"
 
 
@@ -162,6 +165,8 @@ def _statuses(key: str, dependant: Dependant, has_body: bool, auth: Auth) -> tup
     """Every error status the route can answer."""
     if auth == "public":
         return ()
+    if auth == "metrics":  # its own token (METRICS_TOKEN); 404 when metrics are off
+        return (401, 404, 503)
     found = {400, 401, 429, 503}  # 400: also a value Postgres cannot store (e.g. a NUL byte)
     if auth == "team":
         found.add(403)

@@ -26,7 +26,7 @@ from cli.stack import Stack
 from shared.config import Settings
 from shared.teams.schemas import SCOPES
 from tests.conftest import TeamClient, nonce
-from tests.harness import MASTER_KEY, wait_until
+from tests.harness import MASTER_KEY, METRICS_TOKEN, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "matrix"}]}
 
@@ -42,7 +42,7 @@ class Expect:
 EXPECT: dict[str, Expect] = {
     "GET /health": Expect("public", 200),
     "GET /ready": Expect("public", 200),
-    "GET /metrics": Expect("public", 200),
+    "GET /metrics": Expect("metrics", 200),
     # Admin routes: {team_id} and {key_id} are a scratch team's.
     "POST /api/admin/teams": Expect("admin", 201, body="new-team"),
     "GET /api/admin/teams": Expect("admin", 200),
@@ -53,6 +53,7 @@ EXPECT: dict[str, Expect] = {
     "POST /api/admin/teams/{team_id}/keys": Expect("admin", 201, body={"name": "m"}),
     "GET /api/admin/teams/{team_id}/keys": Expect("admin", 200),
     "DELETE /api/admin/teams/{team_id}/keys/{key_id}": Expect("admin", 200),
+    "DELETE /api/admin/teams/{team_id}/data": Expect("admin", 200),
     # Team routes: ids in the path are team B's, so an allowed key of team A gets 404.
     "GET /api/models": Expect("team", 200),
     "POST /api/jobs": Expect("team", 202, body={"requests": [CHAT]}),
@@ -187,6 +188,11 @@ def test_every_route_answers_every_auth_case_as_expected(
                 continue
             for case, headers in bad_headers.items():
                 check(route, case, call(route, expect, None, headers), 401, "authentication_error")
+            if route.auth == "metrics":
+                check(route, "team key on the metrics route", call(route, expect, a.key), 401)
+                check(route, "admin key on the metrics route", call(route, expect, MASTER_KEY), 401)
+                check(route, "the metrics token", call(route, expect, METRICS_TOKEN), expect.ok)
+                continue
             if route.auth == "team":
                 assert route.scope in SCOPES
                 check(
