@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.db import classify_db_error
 from shared.errors import AppError
+from shared.queue import PoolExhausted
 
 log = logging.getLogger("saas_llm.api")
 
@@ -107,6 +108,18 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("Redis pool exhausted: %s", exc)
+    return error_response(
+        request,
+        503,
+        "service_unavailable",
+        f"{exc}; retry shortly",
+        headers={"Retry-After": "2"},
+        setting="REDIS_MAX_CONNECTIONS",
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return error_response(request, 500, "internal_error", "internal error; it has been logged")
@@ -126,6 +139,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, _unavailable)
+    app.add_exception_handler(PoolExhausted, _pool_exhausted)
     app.add_exception_handler(DBAPIError, _dbapi_error)
     app.add_exception_handler(PoolTimeout, _dbapi_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, ui
+from api import errors, openapi, ui
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, events, health, jobs, webhooks
 from shared import logs
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The queue connects on first use: the API starts (and accepts jobs durably) while
         # Redis is down; the reconciler enqueues them once it is back.
-        rt = build_runtime(settings, open_queue(settings, retry_attempts=1))
+        rt = build_runtime(settings, open_queue(settings, retry_attempts=1, bounded=True))
         app.state.saas = rt
         try:
             yield
@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(webhooks.router)
     ui.install(app)
+    app.state.event_streams = events.StreamSlots(settings)
+    openapi.document(app)
     return app
 
 

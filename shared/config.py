@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # Commands retry through a Redis restart for about this many attempts (backoff capped at 2 s)
     # before the process gives up; the worker's default rides out a restart of up to ~1 minute.
     redis_retry_attempts: int = 30
+    # The API's Redis pool: at most this many connections (each open event stream holds one);
+    # a request waits up to the timeout for a free one, then gets 503.
+    redis_max_connections: int = 100
+    redis_pool_timeout_seconds: float = 2.0
 
     litellm_master_key: str = DEV_MASTER_KEY
     litellm_proxy_url: str = "http://127.0.0.1:4000"
@@ -112,6 +116,15 @@ class Settings(BaseSettings):
     portal_session_hours: float = 24.0
     # Origins allowed to embed /portal in an iframe (CSP frame-ancestors), space-separated.
     portal_frame_ancestors: str = ""
+
+    # Failed authentications (a key presented and refused) per window before 429; 0: no limit.
+    auth_max_failures_per_address: int = 30
+    auth_max_failures_per_key_prefix: int = 30
+    auth_throttle_window_seconds: int = 60
+
+    # Open `GET /api/jobs/{id}/events` streams: per team (all API processes) and per process.
+    events_max_streams_per_team: int = 10
+    events_max_streams_per_process: int = 50
 
     # Worker: one arq task per call, tuned for I/O-bound work.
     worker_queue_name: str = "saas-llm:queue"
@@ -158,6 +171,9 @@ class Settings(BaseSettings):
     webhook_disable_after_seconds: int = 5 * 24 * 3600
     # Due deliveries are also swept this often (new ones are picked up at once via NOTIFY).
     webhook_sweep_seconds: float = 5.0
+    # Endpoints a team may register, and deliveries it may send again (redeliver + replay) a minute.
+    webhook_max_endpoints_per_team: int = 20
+    webhook_redeliveries_per_minute: int = 100
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

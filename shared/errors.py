@@ -7,12 +7,14 @@ AppError
 ├── Unauthorized (401)          authentication_error
 ├── Forbidden (403)             permission_error
 │   ├── TeamSuspended           team_suspended
-│   └── ModelNotAllowed         model_not_allowed
+│   ├── ModelNotAllowed         model_not_allowed
+│   └── InsufficientScope       insufficient_scope
 ├── NotFound (404)              not_found
 ├── Conflict (409)              conflict
 │   └── IdempotencyConflict     idempotency_conflict
 ├── PayloadTooLarge (413)       payload_too_large
 ├── RateLimited (429)           rate_limit_exceeded
+├── QuotaExceeded (429)         quota_exceeded (a bound on a shared resource)
 ├── InsufficientCredits (402)   insufficient_credits
 ├── BudgetExceeded (402)        budget_exceeded
 └── ServiceUnavailable (503)    service_unavailable
@@ -68,6 +70,10 @@ class ModelNotAllowed(Forbidden):
     type = "model_not_allowed"
 
 
+class InsufficientScope(Forbidden):
+    type = "insufficient_scope"
+
+
 class NotFound(AppError):
     status_code = 404
     type = "not_found"
@@ -104,6 +110,20 @@ class RateLimited(AppError):
     def __init__(self, message: str, *, retry_after: int = 1, **extra: Any) -> None:
         super().__init__(message, **extra)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class QuotaExceeded(AppError):
+    """A bound on a shared resource (open streams, endpoints) is reached; `setting` names it."""
+
+    status_code = 429
+    type = "quota_exceeded"
+
+    def __init__(
+        self, message: str, *, limit: int, setting: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, limit=limit, setting=setting)
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
 
 
 class ServiceUnavailable(AppError):

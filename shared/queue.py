@@ -13,6 +13,8 @@ from typing import Any, NoReturn
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix
 from arq.worker import Retry as RetryTask
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -48,6 +50,25 @@ def redis_settings(settings: Settings, *, retry_attempts: int | None = None) -> 
     return rs
 
 
+class PoolExhausted(RedisConnectionError):
+    """Every connection of the bounded pool stayed in use for the pool timeout."""
+
+
+class BoundedPool(BlockingConnectionPool):
+    """At most `max_connections`; a caller waits up to `timeout` for one, then PoolExhausted."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise PoolExhausted(
+                    f"all {self.max_connections} Redis connections of this process are in use "
+                    "(REDIS_MAX_CONNECTIONS)"
+                ) from exc
+            raise
+
+
 async def create_queue(settings: Settings, *, retry_attempts: int | None = None) -> ArqRedis:
     """A connection pool to the queue's Redis."""
     return await create_pool(
@@ -58,26 +79,50 @@ async def create_queue(settings: Settings, *, retry_attempts: int | None = None)
     )
 
 
-def open_queue(settings: Settings, *, retry_attempts: int | None = None) -> ArqRedis:
+def open_queue(
+    settings: Settings, *, retry_attempts: int | None = None, bounded: bool = False
+) -> ArqRedis:
     """A queue client that connects on first use instead of at once, so that a process (the API)
-    starts while Redis is down; its commands then fail until Redis is back."""
+    starts while Redis is down; its commands then fail until Redis is back.
+
+    `bounded` (the API): at most REDIS_MAX_CONNECTIONS connections; a command waits up to
+    REDIS_POOL_TIMEOUT_SECONDS for a free one, then raises PoolExhausted (a 503)."""
     rs = redis_settings(settings, retry_attempts=retry_attempts)
-    pool = ArqRedis(
-        host=rs.host,
-        port=rs.port,
-        db=rs.database,
-        username=rs.username,
-        password=rs.password,
-        socket_connect_timeout=rs.conn_timeout,
-        ssl=rs.ssl,
-        ssl_cert_reqs=rs.ssl_cert_reqs,
-        ssl_ca_certs=rs.ssl_ca_certs,
-        ssl_check_hostname=rs.ssl_check_hostname,
-        retry=rs.retry,
-        retry_on_error=rs.retry_on_error,
-        max_connections=rs.max_connections,
-        encoding="utf8",
-    )
+    options: dict[str, Any] = {
+        "host": rs.host,
+        "port": rs.port,
+        "db": rs.database,
+        "username": rs.username,
+        "password": rs.password,
+        "socket_connect_timeout": rs.conn_timeout,
+        "retry": rs.retry,
+        "retry_on_error": rs.retry_on_error,
+        "encoding": "utf8",
+    }
+    if bounded:
+        if rs.ssl:
+            options["connection_class"] = SSLConnection
+            options.update(
+                ssl_cert_reqs=rs.ssl_cert_reqs,
+                ssl_ca_certs=rs.ssl_ca_certs,
+                ssl_check_hostname=rs.ssl_check_hostname,
+            )
+        pool = ArqRedis(
+            BoundedPool(
+                max_connections=settings.redis_max_connections,
+                timeout=settings.redis_pool_timeout_seconds,  # type: ignore[arg-type]
+                **options,
+            )
+        )
+    else:
+        pool = ArqRedis(
+            **options,
+            ssl=rs.ssl,
+            ssl_cert_reqs=rs.ssl_cert_reqs,
+            ssl_ca_certs=rs.ssl_ca_certs,
+            ssl_check_hostname=rs.ssl_check_hostname,
+            max_connections=rs.max_connections,
+        )
     pool.job_serializer = serialize
     pool.job_deserializer = deserialize
     pool.default_queue_name = settings.worker_queue_name

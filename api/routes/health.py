@@ -62,7 +62,7 @@ async def ready(state: StateDep) -> JSONResponse:
     )
 
 
-def _metrics_auth(state: StateDep, authorization: str | None = Header(default=None)) -> None:
+def metrics_auth(state: StateDep, authorization: str | None = Header(default=None)) -> None:
     """`Authorization: Bearer <METRICS_TOKEN>`; without a token set, open only in development."""
     token = state.settings.metrics_token
     if not token:
@@ -85,7 +85,7 @@ ACTIVE_CALLS = ("queued", "running")  # the predicate of ix_calls_active
 RECENT_SECONDS = 3600
 
 
-@router.get("/metrics", dependencies=[Depends(_metrics_auth)])
+@router.get("/metrics", dependencies=[Depends(metrics_auth)])
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics, from cheap reads only: exact counts of active work through the
     partial indexes, the last hour's jobs and calls through the time-ordered primary key, and

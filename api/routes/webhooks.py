@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Response
 from api.deps import SessionDep, StateDep, TeamDep
 from shared.db import after_commit
 from shared.errors import BadRequest
-from shared.models import DeliveryStatus, WebhookDelivery
+from shared.models import DeliveryStatus, Team, WebhookDelivery
 from shared.queue import enqueue_delivery
+from shared.teams.limits import consume_per_minute
 from shared.webhooks.schemas import (
     EVENT_TYPES,
     AttemptList,
@@ -39,9 +40,18 @@ def _service(session: SessionDep, state: StateDep) -> WebhookService:
     return WebhookService(session, state.settings)
 
 
-def _enqueue_after_commit(
-    session: SessionDep, state: StateDep, deliveries: Sequence[WebhookDelivery]
+async def _enqueue_after_commit(
+    team: Team, session: SessionDep, state: StateDep, deliveries: Sequence[WebhookDelivery]
 ) -> Redelivered:
+    """Count the deliveries against the team's per-minute budget (or 429, and the request's
+    transaction is rolled back: nothing is requeued), then enqueue them once committed."""
+    await consume_per_minute(
+        state.queue,
+        f"{state.settings.worker_queue_name}:redeliveries:{team.id}",
+        len(deliveries),
+        state.settings.webhook_redeliveries_per_minute,
+        "webhook redeliveries (WEBHOOK_REDELIVERIES_PER_MINUTE)",
+    )
     jobs = [(d.id, d.attempts) for d in deliveries]
 
     async def enqueue() -> None:
@@ -116,7 +126,7 @@ async def replay_endpoint(
 ) -> Redelivered:
     """Send again every failed delivery of this endpoint since `since`."""
     requeued = await _service(session, state).replay_failed(team, endpoint_id, data.since)
-    return _enqueue_after_commit(session, state, requeued)
+    return await _enqueue_after_commit(team, session, state, requeued)
 
 
 # -- the team secret ---------------------------------------------------------------------------
@@ -166,7 +176,7 @@ async def redeliver_event(
 ) -> Redelivered:
     """Send an event again to each of its (enabled) targets, with a fresh retry schedule."""
     requeued = await _service(session, state).redeliver_event(team, event_id)
-    return _enqueue_after_commit(session, state, requeued)
+    return await _enqueue_after_commit(team, session, state, requeued)
 
 
 @router.get("/deliveries")

@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.routes.events import job_stream
+from api.routes.events import open_job_stream
 from shared.admin.stats import JobFilter
 from shared.errors import BadRequest
 from shared.jobs.service import JobService
@@ -66,8 +66,4 @@ async def job_events(
     """The team API's SSE stream of the job, for a page's EventSource."""
     first = (await JobService(session, state).get_out(team, job_id)).model_dump_json()
     await session.close()  # the stream opens a short session per snapshot
-    return StreamingResponse(
-        job_stream(request, state, team, job_id, first),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return await open_job_stream(request, state, team, job_id, first)

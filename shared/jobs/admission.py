@@ -21,6 +21,7 @@ from shared.errors import (
     ModelNotFound,
     ServiceUnavailable,
 )
+from shared.jobs.passthrough import check_passthrough
 from shared.jobs.schemas import ChatRequest
 from shared.models import Team
 from shared.teams.limits import RequestLimiter
@@ -113,6 +114,7 @@ class Admission:
             raise ServiceUnavailable("the model proxy is unavailable; retry shortly") from exc
         allowed = set(team.allowed_models or [])
         for index, req in enumerate(requests):
+            check_passthrough(team, req, self._where(param, index))
             where = self._where(param, index, "model") or "model"
             if req.model not in available:
                 raise ModelNotFound(

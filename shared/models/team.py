@@ -27,6 +27,10 @@ class Team(Timestamps, Base):
     # Request and response bodies of calls of jobs ended longer ago than this are deleted
     # (tokens, cost and billing are kept); None keeps them.
     retention_days: Mapped[int | None]
+    # Passthrough beyond plain `function` tools, granted by the admin: provider-side tool types
+    # (web_search, code_interpreter, mcp, ...) and file ids, which act with the operator's account.
+    allowed_tool_types: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    allow_file_ids: Mapped[bool] = mapped_column(server_default=text("false"))
     # Room for billing: balance mirrors the ledger's last entry.
     credits_balance: Mapped[Decimal] = mapped_column(server_default="0")
     metadata_: Mapped[dict[str, Any]] = mapped_column(
@@ -49,3 +53,5 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # Restricted keys: NULL is every scope; otherwise the list of scopes this key may use.
+    scopes: Mapped[list[Any] | None]

@@ -15,9 +15,18 @@ from shared.errors import Conflict, NotFound, TeamSuspended, Unauthorized
 from shared.ids import new_id
 from shared.models import ApiKey, Team, TeamStatus
 from shared.teams.repository import TeamRepository
-from shared.teams.schemas import KeyCreate, KeyCreated, KeyOut, TeamCreate, TeamOut, TeamUpdate
+from shared.teams.schemas import (
+    SCOPES,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    TeamCreate,
+    TeamOut,
+    TeamUpdate,
+)
 
 KEY_PREFIX = "sk-"
+KEY_PREFIX_LENGTH = 10  # the part of a key kept for display (and throttled on)
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
@@ -40,6 +49,8 @@ def team_out(team: Team) -> TeamOut:
         max_calls_in_flight=team.max_calls_in_flight,
         requests_per_minute=team.requests_per_minute,
         retention_days=team.retention_days,
+        allowed_tool_types=list(team.allowed_tool_types or []),
+        allow_file_ids=team.allow_file_ids,
         credits_balance=team.credits_balance,
         metadata=team.metadata_,
         created_at=team.created_at,
@@ -57,6 +68,7 @@ def key_out(key: ApiKey) -> KeyOut:
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         last_used_at=key.last_used_at,
+        scopes=list(key.scopes) if key.scopes is not None else list(SCOPES),
     )
 
 
@@ -76,6 +88,8 @@ class TeamService:
             max_calls_in_flight=data.max_calls_in_flight,
             requests_per_minute=data.requests_per_minute,
             retention_days=data.retention_days,
+            allowed_tool_types=sorted(set(data.allowed_tool_types)),
+            allow_file_ids=data.allow_file_ids,
             metadata_=data.metadata,
         )
         self.session.add(team)
@@ -121,9 +135,10 @@ class TeamService:
             id=new_id("key"),
             team_id=team_id,
             name=data.name,
-            prefix=raw[:10],
+            prefix=raw[:KEY_PREFIX_LENGTH],
             key_hash=hash_key(raw),
             expires_at=data.expires_at,
+            scopes=sorted(set(data.scopes)) if data.scopes is not None else None,
         )
         self.session.add(key)
         await self.session.flush()
@@ -145,6 +160,11 @@ class TeamService:
 
     async def authenticate(self, raw: str) -> Team:
         """The active team owning `raw`: 401 for an unknown/revoked/expired key, 403 suspended."""
+        _, team = await self.authenticate_key(raw)
+        return team
+
+    async def authenticate_key(self, raw: str) -> tuple[ApiKey, Team]:
+        """The key `raw` and its active team (the caller checks the key's scopes)."""
         found = await self.repo.key_by_hash(hash_key(raw))
         if found is None:
             raise Unauthorized("invalid API key")
@@ -160,7 +180,7 @@ class TeamService:
             # Recorded after the request commits, in its own transaction: a row lock on the key
             # must not be held while the request waits on the network.
             self.key_to_touch = key.id
-        return team
+        return key, team
 
 
 async def touch_key(sessionmaker: SessionMaker, key_id: str) -> None:

@@ -161,6 +161,19 @@ class WebhookRepository:
             .all()
         )
 
+    async def count_endpoints(self, team_id: str) -> int:
+        """The team's endpoints, counted under a per-team advisory lock held to commit, so that
+        concurrent creations cannot pass the bound together."""
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext("webhook_endpoints:" + team_id)))
+        )
+        stmt = select(func.count()).select_from(WebhookEndpoint)
+        return int(
+            (
+                await self.session.execute(stmt.where(WebhookEndpoint.team_id == team_id))
+            ).scalar_one()
+        )
+
     async def requeue(self, team_id: str, *conditions: Any) -> Sequence[WebhookDelivery]:
         """Put matching deliveries that are not pending back in line, with a fresh schedule."""
         stmt = (

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.crypto import SecretBox
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, QuotaExceeded
 from shared.ids import new_id
 from shared.models import (
     DeliveryStatus,
@@ -106,6 +106,13 @@ class WebhookService:
     # -- endpoints ---------------------------------------------------------------------------
 
     async def create_endpoint(self, team: Team, data: EndpointCreate) -> EndpointCreated:
+        limit = self.settings.webhook_max_endpoints_per_team
+        if await self.repo.count_endpoints(team.id) >= limit:
+            raise QuotaExceeded(
+                f"team {team.id!r} already has {limit} webhook endpoints; delete one first",
+                limit=limit,
+                setting="WEBHOOK_MAX_ENDPOINTS_PER_TEAM",
+            )
         secret = generate_secret()
         endpoint = WebhookEndpoint(
             id=new_id("whep"),

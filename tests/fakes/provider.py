@@ -74,6 +74,7 @@ async def chat(request: Request) -> JSONResponse:
         "content": text,
         "attempt": n,
         "model": body.get("model"),
+        "tools": body.get("tools"),
         "t": time.time(),
     }
     seen.append(record)
