@@ -143,8 +143,8 @@ def spawn(
 
 
 def proxy_env(env: dict[str, str]) -> dict[str, str]:
-    """The proxy runs offline and keeps no database of its own here."""
-    out = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+    """The proxy runs offline; proxy/start.py drops DATABASE_URL (no LiteLLM database here)."""
+    out = {k: v for k, v in env.items() if k != "LITELLM_USE_DATABASE"}
     out["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     out.setdefault("LITELLM_LOG", "ERROR")
     return out
@@ -168,7 +168,16 @@ def start_proxy(
 ) -> Proc:
     proc = spawn(
         "proxy",
-        [str(BIN / "litellm"), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+        [
+            sys.executable,
+            str(ROOT / "proxy" / "start.py"),
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
         proxy_env(env),
         log_dir,
         **kw,
