@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     worker_requeue_grace_seconds: float = 10.0
     # How often the retention cron deletes bodies past each team's `retention_days`.
     worker_retention_seconds: int = 600
+    # Health port (worker/health.py): off unless set; Dockerfile.worker sets 8080.
+    worker_health_port: int | None = None
+    worker_health_host: str = "0.0.0.0"
+    # Unhealthy once the event loop has not run for this long.
+    worker_health_max_lag_seconds: float = 10.0
+    # Development/tests only: how long SIGUSR1 blocks the event loop.
+    worker_health_block_seconds: float = 5.0
 
     # Jobs and request limits.
     jobs_max_requests: int = 1000
