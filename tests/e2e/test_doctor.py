@@ -124,7 +124,7 @@ def strong_platform(
     proxy_url = f"http://127.0.0.1:{port}"
     try:
         with private_platform(proxy_url, log_dir, LITELLM_MASTER_KEY=STRONG_KEY) as platform:
-            team, env, procs = platform
+            team, _env, _procs = platform
             with httpx.Client(
                 base_url=str(team.base_url), headers={"Authorization": f"Bearer {MASTER_KEY}"}
             ) as admin:
@@ -195,7 +195,7 @@ def test_doctor_on_the_test_stack_passes_every_checkable_item(
 
 def test_each_misconfiguration_fails_its_item(strong_platform: tuple[Platform, str]) -> None:
     platform, log_dir = strong_platform
-    team, env, procs = platform
+    team, env, _procs = platform
 
     code, results = run_doctor(platform, *LOCAL, LITELLM_MASTER_KEY=doctor.GUIDE_EXAMPLE_KEY)
     assert code == 1 and results["master_key_secure"]["status"] == "fail"
