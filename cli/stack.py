@@ -151,10 +151,18 @@ def proxy_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def write_proxy_config(path: Path, models: list[dict[str, Any]]) -> Path:
-    """A proxy config serving `models`; retries are ours, so the proxy makes none."""
+    """A proxy config serving `models`; retries are ours, so the proxy makes none. The response
+    cache answers only requests that ask (teams with caching on); proxy/start.py points it at
+    the environment's Redis, or turns it off without one."""
     config = {
         "model_list": models,
-        "litellm_settings": {"num_retries": 0, "request_timeout": 600, "drop_params": True},
+        "litellm_settings": {
+            "num_retries": 0,
+            "request_timeout": 600,
+            "drop_params": True,
+            "cache": True,
+            "cache_params": {"type": "redis", "mode": "default_off"},
+        },
         "router_settings": {"num_retries": 0},
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
     }

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     litellm_master_key: str = DEV_MASTER_KEY
     litellm_proxy_url: str = "http://127.0.0.1:4000"
     litellm_models_cache_seconds: float = 15.0
+    # Response cache TTL for teams with caching on and no cache_ttl_seconds of their own.
+    cache_default_ttl_seconds: int = 3600
 
     admin_api_key: str | None = None
     # Bearer token for /metrics; unset: /metrics answers 404 outside development.

@@ -27,6 +27,9 @@ class Team(Timestamps, Base):
     # Request and response bodies of calls of jobs ended longer ago than this are deleted
     # (tokens, cost and billing are kept); None keeps them.
     retention_days: Mapped[int | None]
+    # Response cache (shared/llm/cache.py): off unless the admin turns it on for the team.
+    cache_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
+    cache_ttl_seconds: Mapped[int | None]
     # Room for billing: balance mirrors the ledger's last entry.
     credits_balance: Mapped[Decimal] = mapped_column(server_default="0")
     metadata_: Mapped[dict[str, Any]] = mapped_column(

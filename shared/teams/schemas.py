@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.money import Money
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{1,62}$"
+CACHE_TTL_MAX = 30 * 24 * 3600
 
 
 class TeamCreate(BaseModel):
@@ -27,6 +28,8 @@ class TeamCreate(BaseModel):
         le=36500,
         description="Delete request and response bodies of jobs ended longer ago (null: keep).",
     )
+    cache_enabled: bool = Field(default=False, description="Serve repeated requests from cache.")
+    cache_ttl_seconds: int | None = Field(default=None, ge=1, le=CACHE_TTL_MAX)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -39,6 +42,8 @@ class TeamUpdate(BaseModel):
     max_calls_in_flight: int | None = Field(default=None, ge=1)
     requests_per_minute: int | None = Field(default=None, ge=1)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
+    cache_enabled: bool | None = None
+    cache_ttl_seconds: int | None = Field(default=None, ge=1, le=CACHE_TTL_MAX)
     metadata: dict[str, Any] | None = None
 
 
@@ -52,6 +57,8 @@ class TeamOut(BaseModel):
     max_calls_in_flight: int | None
     requests_per_minute: int | None
     retention_days: int | None
+    cache_enabled: bool
+    cache_ttl_seconds: int | None = Field(description="None: the platform's default TTL.")
     credits_balance: Money
     metadata: dict[str, Any]
     created_at: datetime

@@ -40,6 +40,8 @@ def team_out(team: Team) -> TeamOut:
         max_calls_in_flight=team.max_calls_in_flight,
         requests_per_minute=team.requests_per_minute,
         retention_days=team.retention_days,
+        cache_enabled=team.cache_enabled,
+        cache_ttl_seconds=team.cache_ttl_seconds,
         credits_balance=team.credits_balance,
         metadata=team.metadata_,
         created_at=team.created_at,
@@ -76,6 +78,8 @@ class TeamService:
             max_calls_in_flight=data.max_calls_in_flight,
             requests_per_minute=data.requests_per_minute,
             retention_days=data.retention_days,
+            cache_enabled=data.cache_enabled,
+            cache_ttl_seconds=data.cache_ttl_seconds,
             metadata_=data.metadata,
         )
         self.session.add(team)
