@@ -300,16 +300,16 @@ def check_proxy_health(alive: str | None) -> Result:
     return ok(id_, title, "alive")
 
 
-def check_https(api_url: str | None, allow_local: bool = False) -> Result:
+def check_https(api_url: str | None) -> Result:
+    """Optional in the guide, so plain HTTP (an internal URL, say) is not a failure."""
     id_, title = "https", "Custom domain with HTTPS (optional)"
+    fix = "pass the public https:// URL as --api-url (Railway domain or a custom one)"
     if api_url is None:
         return unknown(id_, title, "needs --api-url")
     parts = urlsplit(api_url)
     if parts.scheme == "https":
         return ok(id_, title, f"{parts.hostname} over HTTPS")
-    if allow_local and (parts.hostname or "") in LOOPBACK:
-        return Result(id_, title, "waived", "local API (--allow-local-network)")
-    return bad(id_, title, f"{api_url} is not HTTPS", "use the Railway domain or a custom one")
+    return unknown(id_, title, f"{api_url} is not the public HTTPS URL", fix)
 
 
 def check_secrets_not_in_git() -> Result:
@@ -448,7 +448,7 @@ def run(opts: Options) -> list[Result]:
         check_rate_limits(teams),
         check_budgets(teams),
         check_webhooks(endpoints, db_error),
-        check_https(api_url, opts.allow_local_network),
+        check_https(api_url),
         check_secrets_not_in_git(),
     ]
 
@@ -496,7 +496,7 @@ def add_parser(sub: Any, api: argparse.ArgumentParser) -> None:
     p.add_argument("--proxy-url", help="LiteLLM proxy URL (default: LITELLM_PROXY_URL with --env)")
     p.add_argument("--allow-insecure-db", action="store_true", help="waive sslmode (local only)")
     p.add_argument(
-        "--allow-local-network", action="store_true", help="waive loopback URLs and plain HTTP"
+        "--allow-local-network", action="store_true", help="waive loopback internal URLs"
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 

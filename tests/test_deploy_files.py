@@ -409,3 +409,52 @@ def test_railway_guide_keeps_every_seed_variable_and_names_real_settings() -> No
         "LITELLM_USE_DATABASE",
     }
     assert documented - SETTINGS_VARS - provider_or_platform == set()
+
+
+# The seed guide's "Security Checklist" and "Next Steps After Deployment", word for word.
+SEED_CHECKLIST = [
+    "Generated secure random `LITELLM_MASTER_KEY`",
+    "Same master key used in both services",
+    "Real API keys for OpenAI/Anthropic (not placeholders)",
+    "`DEBUG=false` in production",
+    "Database URL uses SSL (`?sslmode=require`)",
+    "Railway services use private networking",
+    "Environment variables not committed to git",
+    "Custom domain with HTTPS (optional)",
+    "Rate limiting enabled in LiteLLM config",
+    "Team budgets configured",
+]
+SEED_NEXT_STEPS = [
+    "Test health endpoints",
+    "Run database migrations",
+    "Create test job to verify end-to-end",
+    "Set up custom domains",
+    "Configure webhooks for job events",
+    "Add monitoring/alerting (e.g., Sentry)",
+    "Set up CI/CD for auto-deploy",
+    "Create admin dashboard",
+    "Document API for your customers",
+]
+
+
+def test_railway_guide_keeps_the_seed_checklist_and_next_steps_with_doctor_column() -> None:
+    from cli import doctor
+
+    guide = (ROOT / "docs/railway.md").read_text()
+    rows = {line for line in guide.splitlines() if line.startswith("| ")}
+    for item in SEED_CHECKLIST + SEED_NEXT_STEPS:
+        (row,) = [r for r in rows if f" {item} |" in r]  # one table row per item
+        assert row.rstrip().endswith("|") and row.count("|") == 5, row
+    # Every check doctor has is named in the guide's tables.
+    results = doctor.run(doctor.Options())  # nothing reachable: every item says cannot-check
+    assert {r.status for r in results} == {"cannot-check"}
+    for r in results:
+        assert f"`{r.id}`" in guide or r.id == "secrets_not_in_git", r.id
+    # The guide's post-deploy curl checks are shown with what they answer now.
+    for answer in (
+        '{"status":"healthy","service":"saas-llm-api"}',
+        '"I\'m alive!"',
+        "/api/jobs/create",
+        '"master_key":"ok"',
+    ):
+        assert answer in guide

@@ -74,6 +74,9 @@ def test_same_key_debug_sslmode_and_networking() -> None:
     assert doctor.check_private_networking(local).status == "fail"
     assert doctor.check_private_networking(local, allow_local=True).status == "waived"
 
+    assert doctor.check_https("https://api.example.com").status == "pass"
+    assert doctor.check_https("http://saas-api.railway.internal:8000").status == "cannot-check"
+
 
 def test_teams_migrations_webhooks_and_provider_keys() -> None:
     limited = {"team_id": "a", "status": "active", "requests_per_minute": 60}
@@ -184,8 +187,8 @@ def test_doctor_on_the_test_stack_passes_every_checkable_item(
     }
     assert {k: status[k] for k in passing} == dict.fromkeys(passing, "pass"), results
     # A local stack cannot pass these; the flags say so and the output says "waived".
-    assert {status[k] for k in ("database_ssl", "private_networking", "https")} == {"waived"}
-    assert status["secrets_not_in_git"] == "cannot-check"
+    assert {status[k] for k in ("database_ssl", "private_networking")} == {"waived"}
+    assert status["secrets_not_in_git"] == status["https"] == "cannot-check"  # plain local HTTP
     if BUDGETS_DEPLOYED:
         assert status["team_budgets"] == "pass" and code == 0, results
     else:  # until the money issue adds budget_usd, the item fails, as the checklist asks
