@@ -18,12 +18,13 @@ import httpx
 import psycopg
 import pytest
 import redis
+import trustme
 import yaml
 
 from cli.embedded import EmbeddedRedis
 from cli.stack import ROOT, Proc, free_port, spawn
 from proxy import start as proxy_start
-from tests.harness import PG_ADMIN, provider_requests, wait_until
+from tests.harness import PG_ADMIN, REDIS_URL, provider_requests, wait_until
 
 GUIDE_KEY = "sk-prod-CHANGE-ME-TO-SECURE-RANDOM-KEY"
 
@@ -175,6 +176,59 @@ def test_two_proxies_on_one_redis_share_a_cooldown(
         client.close()
         for proc in procs:
             proc.stop()
+
+
+def test_rediss_url_reaches_redis_over_tls(tmp_path: Path) -> None:
+    """`rediss://` for real: a TLS front (with a test CA) before the local Redis."""
+    ca = trustme.CA()
+    server_pem, ca_pem = tmp_path / "server.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    plain = httpx.URL(REDIS_URL)
+    tls_port = free_port()
+    tunnel = spawn(
+        "tls-tunnel",
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.tls_tunnel",
+            "--port",
+            str(tls_port),
+            "--target",
+            f"{plain.host}:{plain.port or 6379}",
+            "--cert",
+            str(server_pem),
+            "--key",
+            str(server_pem),
+        ],
+        dict(os.environ),
+        tmp_path,
+    )
+    port = free_port()
+    env = guide_env("", f"rediss://127.0.0.1:{tls_port}/0", port)
+    env["REDIS_SSL_CA_CERTS"] = str(ca_pem)  # LiteLLM reads REDIS_* options from the environment
+    try:
+        tunnel.wait_log("listening", timeout=30)
+        proc = start_proxy("proxy-tls", ROOT / "proxy/config.yaml", env, tmp_path)
+        try:
+            assert f"Redis 127.0.0.1:{tls_port} (TLS)" in proc.log_path.read_text()
+            content = "over tls " + uuid.uuid4().hex
+            assert chat(port, "demo", content, cache={"use-cache": True}).status_code == 200
+            hit = chat(port, "demo", content, cache={"use-cache": True})
+            assert hit.status_code == 200, hit.text
+            cache_key = hit.headers.get("x-litellm-cache-key")
+            assert cache_key, dict(hit.headers)
+        finally:
+            proc.stop()
+        # The entry went through the TLS front into the Redis behind it.
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            assert client.exists(cache_key) == 1
+        finally:
+            client.close()
+        assert "tls connection" in tunnel.log_path.read_text()
+    finally:
+        tunnel.stop()
 
 
 # --- what start.py derives (the forms no local server can show: TLS, user names) ------------
