@@ -41,7 +41,7 @@ test-all: test test-chaos test-browser test-fuzz
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api worker shared cli saas_llm_client
+	$(BIN)/mypy api worker shared cli saas_llm_client proxy
 	$(BIN)/lint-imports
 
 LOCK := $(BIN)/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header
@@ -64,7 +64,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy api worker shared cli saas_llm_client
+	$(BIN)/mypy api worker shared cli saas_llm_client proxy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput

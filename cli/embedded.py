@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from cli.stack import Proc, spawn
 
@@ -270,7 +271,7 @@ class EmbeddedRedis:
         self.proc: Proc | None = None
 
     def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
     def start(self, wait: bool = True) -> Proc:
         self.data_dir.mkdir(parents=True, exist_ok=True)

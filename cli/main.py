@@ -6,6 +6,7 @@
     saas-llm teams create|list|get|suspend|resume
     saas-llm keys create|list|revoke
     saas-llm jobs submit|get|list|results|cancel
+    saas-llm doctor [--env]                     check a deployment against the Railway guide
 
 API commands read `--api-url` / SAAS_LLM_API_URL, a team key from `--key` / SAAS_LLM_API_KEY and
 an admin key from `--key` / SAAS_LLM_ADMIN_KEY. Without them, the keys `saas-llm up` saved in
@@ -332,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--database-url", default=None)
     p.set_defaults(func=cmd_webhooks_rotate_key)
+
+    from cli import doctor
+
+    doctor.add_parser(sub, api)
+    sub.choices["doctor"].set_defaults(func=doctor.cmd_doctor)
     return parser
 
 

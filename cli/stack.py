@@ -143,18 +143,26 @@ def spawn(
 
 
 def proxy_env(env: dict[str, str]) -> dict[str, str]:
-    """The proxy runs offline and keeps no database of its own here."""
-    out = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+    """The proxy runs offline; proxy/start.py drops DATABASE_URL (no LiteLLM database here)."""
+    out = {k: v for k, v in env.items() if k != "LITELLM_USE_DATABASE"}
     out["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     out.setdefault("LITELLM_LOG", "ERROR")
     return out
 
 
 def write_proxy_config(path: Path, models: list[dict[str, Any]]) -> Path:
-    """A proxy config serving `models`; retries are ours, so the proxy makes none."""
+    """A proxy config serving `models`; retries are ours, so the proxy makes none. The response
+    cache answers only requests that ask (teams with caching on); proxy/start.py points it at
+    the environment's Redis, or turns it off without one."""
     config = {
         "model_list": models,
-        "litellm_settings": {"num_retries": 0, "request_timeout": 600, "drop_params": True},
+        "litellm_settings": {
+            "num_retries": 0,
+            "request_timeout": 600,
+            "drop_params": True,
+            "cache": True,
+            "cache_params": {"type": "redis", "mode": "default_off"},
+        },
         "router_settings": {"num_retries": 0},
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
     }
@@ -168,7 +176,16 @@ def start_proxy(
 ) -> Proc:
     proc = spawn(
         "proxy",
-        [str(BIN / "litellm"), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+        [
+            sys.executable,
+            str(ROOT / "proxy" / "start.py"),
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
         proxy_env(env),
         log_dir,
         **kw,

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     litellm_master_key: str = DEV_MASTER_KEY
     litellm_proxy_url: str = "http://127.0.0.1:4000"
     litellm_models_cache_seconds: float = 15.0
+    # Response cache TTL for teams with caching on and no cache_ttl_seconds of their own.
+    cache_default_ttl_seconds: int = 3600
 
     admin_api_key: str | None = None
     # Bearer token for /metrics; unset: /metrics answers 404 outside development.
@@ -144,6 +146,13 @@ class Settings(BaseSettings):
     worker_requeue_grace_seconds: float = 10.0
     # How often the retention cron deletes bodies past each team's `retention_days`.
     worker_retention_seconds: int = 600
+    # Health port (worker/health.py): off unless set; Dockerfile.worker sets 8080.
+    worker_health_port: int | None = None
+    worker_health_host: str = "0.0.0.0"
+    # Unhealthy once the event loop has not run for this long.
+    worker_health_max_lag_seconds: float = 10.0
+    # Development/tests only: how long SIGUSR1 blocks the event loop.
+    worker_health_block_seconds: float = 5.0
 
     # Jobs and request limits.
     jobs_max_requests: int = 1000

@@ -218,7 +218,7 @@ def test_api_start_command_migrates_then_serves(tmp_path: Path, empty_database: 
     assert "LITELLM_MASTER_KEY" in (tmp_path / "bad.log").read_text()
 
 
-def test_worker_start_command_and_arq_health_check(tmp_path: Path, empty_database: str) -> None:
+def test_worker_start_command_and_health_checks(tmp_path: Path, empty_database: str) -> None:
     subprocess.run([str(BIN / "saas-llm"), "migrate", "--database-url", empty_database], check=True)
     cmd = exec_form("Dockerfile.worker", "CMD")
     assert cmd == ["arq", "worker.main.WorkerSettings"]
@@ -230,6 +230,7 @@ def test_worker_start_command_and_arq_health_check(tmp_path: Path, empty_databas
         LITELLM_PROXY_URL="http://127.0.0.1:9",
         LITELLM_MASTER_KEY="sk-prod-" + uuid.uuid4().hex,
         WEBHOOK_SECRETS_KEY=Fernet.generate_key().decode(),
+        WORKER_HEALTH_PORT=str(free_port()),
     )
     log = tmp_path / "worker.log"
     proc = start(cmd, env, log)
@@ -239,15 +240,18 @@ def test_worker_start_command_and_arq_health_check(tmp_path: Path, empty_databas
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
+        check = subprocess.run(
+            exec_form("Dockerfile.worker", "HEALTHCHECK"), env=env, cwd=ROOT, timeout=30
+        )
+        assert check.returncode == 0  # the health port (up before "worker started")
         deadline = time.monotonic() + 30
+        argv = ["arq", "--check", "worker.main.WorkerSettings"]
         while True:  # arq writes its health key as its loop starts
-            check = subprocess.run(
-                exec_form("Dockerfile.worker", "HEALTHCHECK"), env=env, cwd=ROOT, timeout=30
-            )
-            if check.returncode == 0 or time.monotonic() > deadline:
+            arq_check = subprocess.run(argv, env=env, cwd=ROOT, timeout=30)
+            if arq_check.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert check.returncode == 0
+        assert arq_check.returncode == 0
     finally:
         stop(proc)
     assert proc.returncode == 0, log.read_text()[-2000:]
@@ -345,7 +349,8 @@ def test_railway_configs_point_at_real_dockerfiles_and_health_paths() -> None:
     assert proxy["deploy"]["healthcheckPath"] == "/health/liveliness"
     assert saas["deploy"]["healthcheckPath"] == "/health" and "/health" in api_paths
     assert saas["deploy"]["preDeployCommand"] == ["alembic upgrade head"]
-    assert "healthcheckPath" not in worker["deploy"]  # no HTTP port
+    assert worker["deploy"]["healthcheckPath"] == "/health"  # the worker's health port
+    assert image_env("Dockerfile.worker")["WORKER_HEALTH_PORT"] == "8080"
     assert worker["deploy"]["numReplicas"] >= 1
     assert worker["deploy"]["drainingSeconds"] > Settings().worker_drain_seconds
 
@@ -396,5 +401,60 @@ def test_railway_guide_keeps_every_seed_variable_and_names_real_settings() -> No
     for path in ("railway.toml", "railway.saas.toml", "railway.worker.toml", "Dockerfile.worker"):
         assert path in guide
     documented = set(re.findall(r"^\| `([A-Z_]+)`", guide, re.M))
-    provider_or_platform = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "RAILWAY_DOCKERFILE_PATH"}
+    # Read by the provider, Railway, or the proxy's start script (proxy/start.py), not Settings.
+    provider_or_platform = {
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "RAILWAY_DOCKERFILE_PATH",
+        "LITELLM_USE_DATABASE",
+    }
     assert documented - SETTINGS_VARS - provider_or_platform == set()
+
+
+# The seed guide's "Security Checklist" and "Next Steps After Deployment", word for word.
+SEED_CHECKLIST = [
+    "Generated secure random `LITELLM_MASTER_KEY`",
+    "Same master key used in both services",
+    "Real API keys for OpenAI/Anthropic (not placeholders)",
+    "`DEBUG=false` in production",
+    "Database URL uses SSL (`?sslmode=require`)",
+    "Railway services use private networking",
+    "Environment variables not committed to git",
+    "Custom domain with HTTPS (optional)",
+    "Rate limiting enabled in LiteLLM config",
+    "Team budgets configured",
+]
+SEED_NEXT_STEPS = [
+    "Test health endpoints",
+    "Run database migrations",
+    "Create test job to verify end-to-end",
+    "Set up custom domains",
+    "Configure webhooks for job events",
+    "Add monitoring/alerting (e.g., Sentry)",
+    "Set up CI/CD for auto-deploy",
+    "Create admin dashboard",
+    "Document API for your customers",
+]
+
+
+def test_railway_guide_keeps_the_seed_checklist_and_next_steps_with_doctor_column() -> None:
+    from cli import doctor
+
+    guide = (ROOT / "docs/railway.md").read_text()
+    rows = {line for line in guide.splitlines() if line.startswith("| ")}
+    for item in SEED_CHECKLIST + SEED_NEXT_STEPS:
+        (row,) = [r for r in rows if f" {item} |" in r]  # one table row per item
+        assert row.rstrip().endswith("|") and row.count("|") == 5, row
+    # Every check doctor has is named in the guide's tables.
+    results = doctor.run(doctor.Options())  # nothing reachable: every item says cannot-check
+    assert {r.status for r in results} == {"cannot-check"}
+    for r in results:
+        assert f"`{r.id}`" in guide or r.id == "secrets_not_in_git", r.id
+    # The guide's post-deploy curl checks are shown with what they answer now.
+    for answer in (
+        '{"status":"healthy","service":"saas-llm-api"}',
+        '"I\'m alive!"',
+        "/api/jobs/create",
+        '"master_key":"ok"',
+    ):
+        assert answer in guide

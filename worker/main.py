@@ -28,6 +28,7 @@ from shared.retry import forever
 from shared.runtime import Runtime, build_runtime
 from shared.webhooks.delivery import WebhookSender
 from shared.webhooks.runner import run_sweeper
+from worker import health
 from worker.tasks.calls import reconcile_task, run_call
 from worker.tasks.retention import retention_task
 from worker.tasks.webhooks import deliver_event
@@ -71,6 +72,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = rt
     # Webhooks have their own resolver and connection pools, apart from the proxy's.
     ctx["webhook_sender"] = WebhookSender(settings)
+    await health.start(ctx, settings, rt.http)  # refuses a key the proxy rejects
     ctx["cancel_listener"] = asyncio.create_task(
         forever(lambda: _listen_for_cancels(rt), name="cancel listener")
     )
@@ -127,6 +129,7 @@ async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await health.stop(ctx)
     await _stop_webhook_worker(ctx)
     for name in ("cancel_listener", "webhook_sweeper", "lease_keeper"):
         background: asyncio.Task[None] | None = ctx.get(name)
@@ -174,6 +177,7 @@ class WorkerSettings:
     ]
     on_startup = startup
     on_shutdown = shutdown
+    on_job_start = health.job_started
     redis_settings = redis_settings(settings)
     queue_name = settings.worker_queue_name
     max_jobs = settings.worker_max_jobs

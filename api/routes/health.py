@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, text
 from api.deps import StateDep
 from shared.errors import NotFound, Unauthorized
 from shared.ids import ulid_floor
+from shared.llm.keycheck import MasterKeyRejected, check_master_key
 
 router = APIRouter(tags=["health"])
 
@@ -30,13 +31,15 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
     try:
         await asyncio.wait_for(probe, timeout=3.0)
         return name, "ok"
+    except MasterKeyRejected as exc:
+        return name, f"error: {exc}"
     except Exception as exc:
         return name, f"error: {type(exc).__name__}"
 
 
 @router.get("/ready")
 async def ready(state: StateDep) -> JSONResponse:
-    """Postgres, Redis and the proxy all answer."""
+    """Postgres, Redis and the proxy all answer, and the proxy accepts our master key."""
 
     async def db() -> None:
         async with state.sessionmaker() as session:
@@ -48,11 +51,18 @@ async def ready(state: StateDep) -> JSONResponse:
         )
         response.raise_for_status()
 
+    settings = state.settings
     results = dict(
         await asyncio.gather(
             _check("postgres", db()),
             _check("redis", state.queue.ping()),
             _check("proxy", proxy()),
+            _check(
+                "master_key",
+                check_master_key(
+                    state.http, settings.litellm_proxy_url, settings.litellm_master_key
+                ),
+            ),
         )
     )
     ok = all(v == "ok" for v in results.values())

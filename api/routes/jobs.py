@@ -168,6 +168,7 @@ def _result_line(call: Call) -> dict[str, Any]:
         "response": response,
         "error": error,
         "cost_usd": money_str(call.cost_usd) if call.cost_usd is not None else None,
+        "cached": call.cached,
     }
 
 

@@ -55,6 +55,7 @@ class CallOutcome:
     cost_usd: Decimal | None = None
     latency_ms: int | None = None
     litellm_call_id: str | None = None
+    cached: bool = False
 
 
 # Jobs whose queued calls may start (not paused, not ended).
@@ -284,6 +285,7 @@ async def finish_call(
             cost_usd=outcome.cost_usd,
             latency_ms=outcome.latency_ms,
             litellm_call_id=outcome.litellm_call_id,
+            cached=outcome.cached,
             finished_at=func.now(),
             lease_until=None,
         )

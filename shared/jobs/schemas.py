@@ -149,6 +149,7 @@ class CallOut(BaseModel):
     latency_ms: int | None
     attempts: int
     litellm_call_id: str | None
+    cached: bool = Field(default=False, description="Served from the team's response cache.")
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None

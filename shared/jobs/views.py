@@ -30,6 +30,7 @@ def call_out(call: Call, *, include_request: bool = False) -> CallOut:
         latency_ms=call.latency_ms,
         attempts=call.attempts,
         litellm_call_id=call.litellm_call_id,
+        cached=call.cached,
         error=call.error,
         created_at=call.created_at,
         started_at=call.started_at,

@@ -50,6 +50,8 @@ class LLMResult:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # Answered from the proxy's response cache: no provider request was made.
+    cached: bool = False
 
 
 def _error_message(response: httpx.Response) -> tuple[str, Any]:
@@ -126,9 +128,13 @@ async def chat_completion(
     usage = data.get("usage") or {}
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
+    # LiteLLM names the cache key only on a hit; a hit cost the provider nothing.
+    cached = bool(response.headers.get("x-litellm-cache-key"))
+    cost = Decimal(0) if cached else _decimal(response.headers.get("x-litellm-response-cost"))
     return LLMResult(
         body=data,
-        cost_usd=_decimal(response.headers.get("x-litellm-response-cost")),
+        cached=cached,
+        cost_usd=cost,
         litellm_call_id=response.headers.get("x-litellm-call-id"),
         latency_ms=latency_ms,
         model_used=response.headers.get("x-litellm-model-name") or data.get("model"),

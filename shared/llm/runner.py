@@ -26,6 +26,7 @@ from shared.jobs.lifecycle import (
     release_call,
     renew_call_leases,
 )
+from shared.llm.cache import CachePolicy, cache_policy, with_cache
 from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError
 from shared.models import Call, CallStatus, Job
 from shared.queue import enqueue_call
@@ -74,6 +75,7 @@ def _success(result: LLMResult) -> CallOutcome:
         cost_usd=result.cost_usd,
         latency_ms=result.latency_ms,
         litellm_call_id=result.litellm_call_id,
+        cached=result.cached,
     )
 
 
@@ -87,13 +89,18 @@ async def run_call(rt: Runtime, call_id: str) -> str:
         async with transaction(rt.sessionmaker) as session:
             call = await claim_call(session, call_id, lease)
             deadline = await job_deadline(session, call.job_id) if call is not None else None
+            cache = None
+            if call is not None:
+                cache = await cache_policy(
+                    session, call.team_id, settings.cache_default_ttl_seconds
+                )
     except TeamBusy:
         return "busy"
     if call is None:
         return "skipped"
     extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
     try:
-        return await _run_claimed(rt, call, deadline, extra)
+        return await _run_claimed(rt, call, deadline, extra, cache)
     except Exception as exc:
         if infrastructure(exc):
             # Postgres or Redis is away. Hand the call back as soon as they return; if they stay
@@ -119,14 +126,19 @@ def _timeout(rt: Runtime, call: Call, deadline: datetime | None) -> float:
 
 
 async def _run_claimed(
-    rt: Runtime, call: Call, deadline: datetime | None, extra: dict[str, str]
+    rt: Runtime,
+    call: Call,
+    deadline: datetime | None,
+    extra: dict[str, str],
+    cache: CachePolicy | None = None,
 ) -> str:
     settings = rt.settings
     call_id, attempt = call.id, call.attempts
     timeout = _timeout(rt, call, deadline)
     if timeout <= 0:
         return await _fail(rt, call_id, attempt, DEADLINE_EXCEEDED, extra)
-    request = asyncio.create_task(rt.backend.complete(call.request, timeout=timeout))
+    body = with_cache(call.request, cache)
+    request = asyncio.create_task(rt.backend.complete(body, timeout=timeout))
     # Registered before any await: a cancel published from now on finds the request.
     rt.inflight[call_id] = request
     try:

@@ -96,6 +96,8 @@ class Call(Base):
     latency_ms: Mapped[int | None]
     attempts: Mapped[int] = mapped_column(server_default="0")
     litellm_call_id: Mapped[str | None] = mapped_column(String(100))
+    # Served from the proxy's response cache (no provider request, cost 0).
+    cached: Mapped[bool] = mapped_column(server_default=text("false"))
     error: Mapped[dict[str, Any] | None]
     next_attempt_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]

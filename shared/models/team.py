@@ -31,6 +31,9 @@ class Team(Timestamps, Base):
     # (web_search, code_interpreter, mcp, ...) and file ids, which act with the operator's account.
     allowed_tool_types: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     allow_file_ids: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Response cache (shared/llm/cache.py): off unless the admin turns it on for the team.
+    cache_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
+    cache_ttl_seconds: Mapped[int | None]
     # Room for billing: balance mirrors the ledger's last entry.
     credits_balance: Mapped[Decimal] = mapped_column(server_default="0")
     metadata_: Mapped[dict[str, Any]] = mapped_column(

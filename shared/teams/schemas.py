@@ -17,6 +17,7 @@ SCOPES = ("jobs:read", "jobs:write", "webhooks", "usage:read")
 Scope = Literal["jobs:read", "jobs:write", "webhooks", "usage:read"]
 # A provider-side tool type the admin may allow a team to pass through (`function` always is).
 ToolType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+CACHE_TTL_MAX = 30 * 24 * 3600
 
 
 class TeamCreate(BaseModel):
@@ -40,6 +41,8 @@ class TeamCreate(BaseModel):
         description="Provider-side tool types (e.g. web_search, mcp) this team may send.",
     )
     allow_file_ids: bool = Field(default=False, description="May send provider file ids.")
+    cache_enabled: bool = Field(default=False, description="Serve repeated requests from cache.")
+    cache_ttl_seconds: int | None = Field(default=None, ge=1, le=CACHE_TTL_MAX)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -54,6 +57,8 @@ class TeamUpdate(BaseModel):
     retention_days: int | None = Field(default=None, ge=1, le=36500)
     allowed_tool_types: list[ToolType] | None = Field(default=None, max_length=50)
     allow_file_ids: bool | None = None
+    cache_enabled: bool | None = None
+    cache_ttl_seconds: int | None = Field(default=None, ge=1, le=CACHE_TTL_MAX)
     metadata: dict[str, Any] | None = None
 
     @field_validator("name", "allowed_models", "allowed_tool_types", "allow_file_ids", "metadata")
@@ -77,6 +82,8 @@ class TeamOut(BaseModel):
     retention_days: int | None
     allowed_tool_types: list[str]
     allow_file_ids: bool
+    cache_enabled: bool
+    cache_ttl_seconds: int | None = Field(description="None: the platform's default TTL.")
     credits_balance: Money
     metadata: dict[str, Any]
     created_at: datetime

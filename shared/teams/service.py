@@ -51,6 +51,8 @@ def team_out(team: Team) -> TeamOut:
         retention_days=team.retention_days,
         allowed_tool_types=list(team.allowed_tool_types or []),
         allow_file_ids=team.allow_file_ids,
+        cache_enabled=team.cache_enabled,
+        cache_ttl_seconds=team.cache_ttl_seconds,
         credits_balance=team.credits_balance,
         metadata=team.metadata_,
         created_at=team.created_at,
@@ -90,6 +92,8 @@ class TeamService:
             retention_days=data.retention_days,
             allowed_tool_types=sorted(set(data.allowed_tool_types)),
             allow_file_ids=data.allow_file_ids,
+            cache_enabled=data.cache_enabled,
+            cache_ttl_seconds=data.cache_ttl_seconds,
             metadata_=data.metadata,
         )
         self.session.add(team)

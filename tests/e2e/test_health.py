@@ -20,7 +20,7 @@ def test_ready_checks_postgres_redis_and_proxy(stack: Stack) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == {
         "status": "ready",
-        "checks": {"postgres": "ok", "redis": "ok", "proxy": "ok"},
+        "checks": {"postgres": "ok", "redis": "ok", "proxy": "ok", "master_key": "ok"},
     }
 
 
