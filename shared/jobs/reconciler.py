@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, tuple_, update
 
+from shared.billing.budget import settle_calls
 from shared.db import SessionMaker, transaction
 from shared.jobs.lifecycle import end_unfinished, fail_call, maybe_finish_job
 from shared.models import (
@@ -77,6 +78,7 @@ async def reconcile(
                 .where(Call.id.in_(retry), Call.status == CallStatus.RUNNING)
                 .values(status=CallStatus.QUEUED, lease_until=None, next_attempt_at=func.now())
             )
+            await settle_calls(session, retry)
     report.released = len(retry)
     for call_id, attempts in stale:
         if attempts >= max_attempts:
@@ -89,6 +91,8 @@ async def reconcile(
     # lost ones behind it) and enqueues only those whose entry is missing. Calls of suspended
     # teams wait, without queue entries, until the team is resumed.
     team_active = select(Team.id).where(Team.id == Call.team_id, Team.status == TeamStatus.ACTIVE)
+    # Calls of paused jobs wait without queue entries too, until the job resumes.
+    not_paused = select(Job.id).where(Job.id == Call.job_id, Job.status != JobStatus.PAUSED)
     after: tuple[datetime, str] | None = None
     for _ in range(REQUEUE_PAGES):
         due_at = func.coalesce(Call.next_attempt_at, Call.created_at)
@@ -98,6 +102,7 @@ async def reconcile(
                 Call.status == CallStatus.QUEUED,
                 due_at < func.now() - grace,
                 team_active.exists(),
+                not_paused.exists(),
             )
             .order_by(due_at, Call.id)
             .limit(BATCH)
