@@ -17,11 +17,12 @@ from shared.billing import budget as budgets
 from shared.billing import ledger
 from shared.billing.admission import Worst, credits_needed
 from shared.billing.prices import billed_price, credits_for, worst_case
-from shared.db import wake
+from shared.db import SessionMaker, transaction, wake
 from shared.jobs.repository import JobRepository
 from shared.jobs.views import job_out
 from shared.models import CALL_ACTIVE, Call, CallStatus, Job, JobStatus, Team
 from shared.money import money_str
+from shared.queue import Queue, enqueue_calls
 from shared.webhooks.events import record_event
 
 log = logging.getLogger("saas_llm.billing")
@@ -225,3 +226,33 @@ async def teams_with_paused_jobs(session: AsyncSession, *, limit: int = 500) -> 
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars().all())
+
+
+async def resume_team(sessionmaker: SessionMaker, queue: Queue, team_id: str) -> int:
+    """Resume what fits of a team's paused work in a transaction of its own (after a grant or a
+    settings change committed), then enqueue it; returns the calls enqueued."""
+    async with transaction(sessionmaker) as session:
+        call_ids = await resume_paused(session, team_id)
+    if call_ids:
+        await enqueue_calls(queue, call_ids)
+    return len(call_ids)
+
+
+async def billing_pass(sessionmaker: SessionMaker, queue: Queue) -> dict[str, int]:
+    """The reconciler's money step: expire grants, grant monthly allowances, and resume paused
+    jobs that fit again (a new budget period, credits, a raised budget)."""
+    async with transaction(sessionmaker) as session:
+        expired = await ledger.expire_grants(session)
+    async with transaction(sessionmaker) as session:
+        allowances = len(await ledger.grant_allowances(session))
+    async with transaction(sessionmaker) as session:
+        teams = await teams_with_paused_jobs(session)
+    resumed = 0
+    for team_id in teams:
+        resumed += await resume_team(sessionmaker, queue, team_id)
+    return {"expired": expired, "allowances": allowances, "resumed_calls": resumed}
+
+
+async def resume_after_commit(sessionmaker: SessionMaker, queue: Queue, team_id: str) -> None:
+    """`resume_team` as after-commit work."""
+    await resume_team(sessionmaker, queue, team_id)

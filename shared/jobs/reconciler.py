@@ -14,6 +14,7 @@ from sqlalchemy import func, select, tuple_, update
 from shared.billing.budget import settle_calls
 from shared.db import SessionMaker, transaction
 from shared.jobs.lifecycle import end_unfinished, fail_call, maybe_finish_job
+from shared.jobs.money import billing_pass
 from shared.models import (
     CALL_ACTIVE,
     JOB_CLOSED_ACTIVE,
@@ -39,6 +40,7 @@ class ReconcileReport:
     finished: int = 0
     expired: int = 0
     failed: int = 0
+    resumed: int = 0
 
 
 WORKER_LOST = {
@@ -176,6 +178,10 @@ async def reconcile(
         async with transaction(sessionmaker) as session:
             if await end_unfinished(session, job_id, CallStatus.CANCELLED, None, job_error=EXPIRED):
                 report.expired += 1
+
+    # 6. Money: expired grants, monthly allowances, paused jobs that fit again.
+    money = await billing_pass(sessionmaker, queue)
+    report.resumed = money["resumed_calls"]
 
     if report.requeued or report.released or report.finished or report.expired:
         log.info("reconciled", extra=report.__dict__)
