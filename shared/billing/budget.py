@@ -103,7 +103,6 @@ async def reserve(session: AsyncSession, team: Team, call_id: str, amount: Decim
 
     False if it does not fit; with no budget, nothing is reserved and True is returned."""
     if team.budget_usd is None:
-        await _set_reservation(session, call_id, None, None)
         return True
     start = await ensure_period(session, team)
     budget = select(Team.budget_usd).where(Team.id == team.id).scalar_subquery()
@@ -119,8 +118,7 @@ async def reserve(session: AsyncSession, team: Team, call_id: str, amount: Decim
         .returning(BudgetPeriod.period_start)
     )
     if (await session.execute(stmt)).first() is None:
-        await _set_reservation(session, call_id, None, None)
-        return False
+        return False  # the call holds nothing (reservations are cleared when calls stop)
     await _set_reservation(session, call_id, amount, start)
     return True
 
@@ -190,7 +188,7 @@ async def exhausted(session: AsyncSession, team: Team) -> None:
         await session.execute(
             select(BudgetPeriod.thresholds_fired)
             .where(BudgetPeriod.team_id == team.id, BudgetPeriod.period_start == st.period_start)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     ).scalar_one()
     await _thresholds(

@@ -27,10 +27,13 @@ EntryKind = Literal["grant", "charge", "refund", "adjustment", "expiry"]
 
 
 async def lock_team(session: AsyncSession, team_id: str) -> Team:
+    """The team row, locked for a balance change. FOR NO KEY UPDATE: it must not wait for the
+    key-share locks that foreign-key checks of rows referencing the team hold (a call updated
+    twice in one transaction takes one), or those transactions and this one deadlock."""
     stmt = (
         select(Team)
         .where(Team.id == team_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one()

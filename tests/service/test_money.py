@@ -368,3 +368,65 @@ async def test_concurrent_reservations_never_pass_the_budget(
     finally:
         async with transaction(sessionmaker) as s:
             await s.execute(delete(Team).where(Team.id == team_id))
+
+
+async def test_refusals_and_settlements_race_without_deadlock_or_overspend(
+    sessionmaker: SessionMaker, make_job: Factory
+) -> None:
+    """40 workers' transactions at once: claim, reserve, then either fail with budget_exceeded
+    (ending the job: settlement locks the team) or run and settle. No deadlock (the team lock
+    must not wait for foreign-key share locks), and the budget holds."""
+    from shared.llm.runner import _refused
+
+    team_id = "t-" + uuid.uuid4().hex[:10]
+    async with transaction(sessionmaker) as s:
+        s.add(Team(id=team_id, name="t", budget_usd=Decimal("1.0"), budget_thresholds=[100]))
+        await s.flush()
+        team = await s.get(Team, team_id)
+        assert team is not None
+        calls = []
+        for _ in range(40):
+            _, _, (call,) = await make_job(1, team=team, db=s)
+            call.max_billed_usd = Decimal("0.1")
+            calls.append(call.id)
+
+    async def run(call_id: str) -> str:
+        async with transaction(sessionmaker) as s:
+            claimed = await claim_call(s, call_id, 60)
+            assert claimed is not None
+            refused = await reserve_for_call(s, claimed)
+            if refused is not None:
+                return await _refused(s, claimed, refused)
+        await asyncio.sleep(0.01)  # the provider request
+        outcome = CallOutcome(
+            CallStatus.SUCCEEDED,
+            prompt_tokens=1,
+            completion_tokens=1,
+            total_tokens=2,
+            cost_usd=Decimal("0.05"),
+        )
+        async with transaction(sessionmaker) as s:
+            await finish_call(s, call_id, 1, outcome)
+        return "succeeded"
+
+    try:
+        results = await asyncio.gather(*(run(c) for c in calls))
+        assert set(results) == {"succeeded", "failed"} and results.count("succeeded") >= 10
+        async with transaction(sessionmaker) as s:
+            row = (
+                await s.execute(select(BudgetPeriod).where(BudgetPeriod.team_id == team_id))
+            ).scalar_one()
+            assert row.reserved_usd == 0
+            assert row.spent_usd == Decimal("0.05") * results.count("succeeded") <= 1
+            assert row.thresholds_fired == [100]
+            failed = (
+                await s.execute(
+                    select(Call.error).where(
+                        Call.team_id == team_id, Call.status == CallStatus.FAILED
+                    )
+                )
+            ).scalars()
+            assert {e["type"] for e in failed} == {"budget_exceeded"}
+    finally:
+        async with transaction(sessionmaker) as s:
+            await s.execute(delete(Team).where(Team.id == team_id))
