@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.billing import budget as budgets
-from shared.billing.prices import worst_case
+from shared.billing.prices import q_up, worst_case
 from shared.errors import BadRequest, BudgetExceeded, InsufficientCredits, LimitExceeded
 from shared.models import Team
 from shared.money import money_str
@@ -74,9 +74,9 @@ def credits_needed(team: Team, worst: list[Worst], *, new_job: bool) -> Decimal:
         return Decimal(1) if new_job else Decimal(0)
     if team.billing_mode == "usd":
         total = sum((w.billed_usd or Decimal(0) for w in worst), Decimal(0))
-        return total * Decimal(team.credits_per_usd)
+        return q_up(total * Decimal(team.credits_per_usd))
     tokens = sum(w.tokens for w in worst)
-    return Decimal(tokens) / Decimal(team.tokens_per_credit)
+    return q_up(Decimal(tokens) / Decimal(team.tokens_per_credit))
 
 
 async def set_lock_timeout(session: AsyncSession, ms: int) -> None:

@@ -97,11 +97,11 @@ def _verified(receiver: Receiver, secret: str) -> list[dict[str, Any]]:
 def test_budget_reject_never_overspends_under_concurrency(
     make_team: Callable[..., TeamClient], stack: Stack, provider: httpx.Client
 ) -> None:
-    worst = worst_usd(D(25), one_call("x", 0))
-    budget = worst * 10
-    tag_team = make_team(price_markup_pct="25", budget_thresholds=[], budget_usd=str(budget))
     tag = "rej-" + nonce()
     bodies = [one_call(tag, i) for i in range(40)]
+    worst = worst_usd(D(25), bodies[0])  # the same for each: same lengths
+    budget = worst * 10
+    tag_team = make_team(price_markup_pct="25", budget_thresholds=[], budget_usd=str(budget))
     responses = submit_concurrently(stack.api_url, tag_team.key, bodies, 8)
     statuses = {r.status_code for r in responses}
     assert statuses <= {202, 402}, [r.text for r in responses if r.status_code not in (202, 402)]
@@ -116,7 +116,9 @@ def test_budget_reject_never_overspends_under_concurrency(
     assert len(succeeded) >= 10 and len(succeeded) + len(refused) == len(ids)
     assert len(succeeded) < 40  # the budget really stopped work
     for job in refused:
-        (call,) = tag_team.get(f"/api/jobs/{job['id']}/calls").json()["data"]
+        (call,) = tag_team.get(f"/api/jobs/{job['id']}", params={"include_calls": "true"}).json()[
+            "calls"
+        ]
         assert call["error"]["type"] == "budget_exceeded", call
         assert job["credits_charged"] == "0"
     spent = sum((D(j["billed_usd"]) for j in succeeded), D(0))
@@ -137,13 +139,13 @@ def test_pause_at_the_budget_then_raising_it_resumes_without_repeats(
     provider: httpx.Client,
     receiver: Receiver,
 ) -> None:
-    worst = worst_usd(D(0), one_call("x", 0))
+    tag = "pause-" + nonce()
+    bodies = [one_call(tag, i) for i in range(20)]
+    worst = worst_usd(D(0), bodies[0])
     team = make_team(on_limit="pause", budget_usd=str(worst * 6), budget_thresholds=[50, 80])
     secret = _endpoint(
         team, receiver.url, ["job.paused", "job.resumed", "budget.threshold_crossed"]
     )
-    tag = "pause-" + nonce()
-    bodies = [one_call(tag, i) for i in range(20)]
     responses = submit_concurrently(stack.api_url, team.key, bodies, 5)
     assert {r.status_code for r in responses} == {202}, [r.text for r in responses]
     ids = [r.json()["id"] for r in responses]
@@ -176,7 +178,10 @@ def test_pause_at_the_budget_then_raising_it_resumes_without_repeats(
     crossed = sorted(
         e["data"]["threshold_pct"] for e in by_type.get("budget.threshold_crossed", [])
     )
-    assert crossed == [50, 80]  # once each in the period, though spend kept rising
+    # once each in the period for what the spend reached before the raise, never repeated
+    reached = spent_before * 100 / (worst * 6)
+    assert reached >= 50
+    assert crossed == [t for t in (50, 80) if reached >= t]
 
 
 # -- credits -----------------------------------------------------------------------------------
@@ -249,9 +254,11 @@ def test_credits_in_usd_and_tokens_mode(
         {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"one {nonce()}"}]},
         {"model": "gpt-4o", "messages": [{"role": "user", "content": f"two words {nonce()}"}]},
     ]
+    for r in requests:
+        r["max_tokens"] = 20  # bounds the worst case held while the job runs
     job = team.wait(team.submit(requests)["id"])
     assert job["status"] == "succeeded"
-    calls = team.get(f"/api/jobs/{job['id']}/calls").json()["data"]
+    calls = team.get(f"/api/jobs/{job['id']}", params={"include_calls": "true"}).json()["calls"]
     q = D("1e-10")
     if mode == "usd":
         per_call = [(D(c["billed_usd"]) * 1000).quantize(q) for c in calls]
