@@ -32,12 +32,20 @@ def worst_usd(markup_pct: Decimal, body: dict[str, Any]) -> Decimal:
 
 
 def submit_concurrently(
-    base_url: str, key: str, bodies: list[dict[str, Any]], connections: int, job_type: str = ""
+    base_url: str | list[str],
+    key: str,
+    bodies: list[dict[str, Any]],
+    connections: int,
+    job_type: str = "",
 ) -> list[httpx.Response]:
-    """POST one job per body from `connections` client connections at once."""
+    """POST one job per body from `connections` client connections at once (spread over the
+    API processes at `base_url`)."""
+    urls = [base_url] if isinstance(base_url, str) else base_url
     clients = [
-        httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        for _ in range(connections)
+        httpx.Client(
+            base_url=urls[i % len(urls)], headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+        for i in range(connections)
     ]
 
     def post(i: int) -> httpx.Response:
