@@ -195,6 +195,9 @@ async def resume_paused(session: AsyncSession, team_id: str, *, limit: int = 200
             cheapest = min((w.billed_usd or Decimal(0) for w in worst[job.id]), default=None)
             if cheapest is not None and remaining < cheapest:
                 continue
+            # Count what it may take, so that a small raise resumes a few jobs, not all of them
+            # only to pause most again.
+            remaining -= sum((w.billed_usd or Decimal(0) for w in worst[job.id]), Decimal(0))
         if job.pause_reason == "insufficient_credits":
             needed = credits_needed(team, worst[job.id], new_job=job.credits_reserved == 0)
             available = Decimal(team.credits_balance) - Decimal(team.credits_reserved)
