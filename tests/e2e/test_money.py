@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -355,3 +356,48 @@ def test_budget_tables_unreachable_means_503_not_202(
     assert listed == []  # nothing was admitted unchecked
     ok = team.post("/api/jobs", json={"requests": [{"model": "gpt-4o-mini", "messages": msg}]})
     assert ok.status_code == 202, ok.text
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+
+
+def test_cli_credits_and_usage(
+    capsys: pytest.CaptureFixture[str], stack: Stack, make_team: Callable[..., TeamClient]
+) -> None:
+    from cli.main import main
+    from tests.harness import MASTER_KEY
+
+    def run(key: str, *argv: str) -> tuple[int, str, str]:
+        code = main([*argv, "--api-url", stack.api_url, "--key", key, "--data-dir", "/nonexistent"])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    team = make_team(enforce_credits=True)
+    code, out, _ = run(MASTER_KEY, "credits", "grant", team.team_id, "5", "--idempotency-key", "k")
+    assert code == 0 and json.loads(out)["balance_after"] == "5"
+    code, out, _ = run(MASTER_KEY, "credits", "grant", team.team_id, "5", "--idempotency-key", "k")
+    assert code == 0 and json.loads(out)["balance_after"] == "5"  # replayed, not granted twice
+    code, out, _ = run(MASTER_KEY, "credits", "grant", team.team_id, "-1", "--adjust")
+    assert code == 0 and json.loads(out)["kind"] == "adjustment"
+    job = team.wait(
+        team.submit(
+            [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "cli " + nonce()}]}]
+        )["id"]
+    )
+    assert job["credits_charged"] == "1"
+    code, out, _ = run(team.key, "credits", "show")
+    shown = json.loads(out)
+    assert code == 0 and shown["balance"] == "3" and shown["entries"]["data"][0]["kind"] == "charge"
+    code, out, _ = run(MASTER_KEY, "credits", "show", team.team_id)
+    assert json.loads(out)["balance"] == "3"
+    code, out, _ = run(team.key, "usage", "--group-by", "model")
+    assert code == 0 and "gpt-4o-mini" in out and out.splitlines()[-1].startswith("total")
+    code, out, _ = run(team.key, "usage", "--group-by", "model", "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["group"] for r in rows] == ["gpt-4o-mini"] and rows[0]["credits"] == "1"
+    code, out, _ = run(
+        MASTER_KEY, "usage", "--team-id", team.team_id, "--group-by", "team", "--csv"
+    )
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["group"] for r in rows] == [team.team_id]
+    team.close()
