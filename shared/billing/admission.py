@@ -86,15 +86,18 @@ async def set_lock_timeout(session: AsyncSession, ms: int) -> None:
 
 
 async def reserve_credits(session: AsyncSession, team: Team, amount: Decimal) -> bool:
-    """Hold `amount` credits for admitted work: one guarded UPDATE on the team row (enforced
-    only for teams with `enforce_credits`; others may go negative, billed afterwards)."""
-    if amount <= 0:
+    """Hold `amount` credits for admitted work: one guarded UPDATE on the team row.
+
+    Only teams with `enforce_credits` hold credits: for the others (post-paid, the balance may go
+    negative) a reservation would refuse nothing, and the team row would serialize every
+    submission of the team for nothing."""
+    if amount <= 0 or not team.enforce_credits:
         return True
     available = Team.credits_balance - Team.credits_reserved
     stmt = (
         update(Team)
         .execution_options(synchronize_session=False)
-        .where(Team.id == team.id, (~Team.enforce_credits) | (available >= amount))
+        .where(Team.id == team.id, Team.enforce_credits, available >= amount)
         .values(credits_reserved=Team.credits_reserved + amount)
         .returning(Team.credits_reserved)
     )
@@ -141,7 +144,7 @@ async def admit_money(
             )
         out.pause_reason = "insufficient_credits"
         return out
-    out.credits_reserved = needed
+    out.credits_reserved = needed if team.enforce_credits else Decimal(0)
     st = await budgets.state(session, team)
     if st is not None:
         cheapest = min((w.billed_usd or Decimal(0) for w in out.worst), default=Decimal(0))

@@ -199,12 +199,13 @@ async def resume_paused(session: AsyncSession, team_id: str, *, limit: int = 200
             # only to pause most again.
             remaining -= sum((w.billed_usd or Decimal(0) for w in worst[job.id]), Decimal(0))
         if job.pause_reason == "insufficient_credits":
-            needed = credits_needed(team, worst[job.id], new_job=job.credits_reserved == 0)
-            available = Decimal(team.credits_balance) - Decimal(team.credits_reserved)
-            if team.enforce_credits and available < needed:
-                continue
-            team.credits_reserved = Decimal(team.credits_reserved) + needed
-            job.credits_reserved = Decimal(job.credits_reserved) + needed
+            if team.enforce_credits:
+                needed = credits_needed(team, worst[job.id], new_job=job.credits_reserved == 0)
+                available = Decimal(team.credits_balance) - Decimal(team.credits_reserved)
+                if available < needed:
+                    continue
+                team.credits_reserved = Decimal(team.credits_reserved) + needed
+                job.credits_reserved = Decimal(job.credits_reserved) + needed
         job.status = job.paused_from or JobStatus.QUEUED
         job.paused_from = None
         job.pause_reason = None
