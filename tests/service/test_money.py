@@ -430,3 +430,108 @@ async def test_refusals_and_settlements_race_without_deadlock_or_overspend(
     finally:
         async with transaction(sessionmaker) as s:
             await s.execute(delete(Team).where(Team.id == team_id))
+
+
+async def test_reconciler_releases_a_dead_workers_reservation_and_resumes_at_a_new_period(
+    sessionmaker: SessionMaker, make_job: Factory, now: list[datetime]
+) -> None:
+    """A worker died holding a reservation: the reconciler hands the call back and releases it.
+    A job paused at the budget stays paused until the day turns, then resumes by itself."""
+    from sqlalchemy import update
+
+    from shared.config import Settings
+    from shared.jobs import reconciler
+    from shared.queue import create_queue
+    from tests.harness import REDIS_URL
+
+    team_id = "t-" + uuid.uuid4().hex[:10]
+    settings = Settings(redis_url=REDIS_URL, worker_queue_name="svc-money:" + uuid.uuid4().hex[:8])
+    queue = await create_queue(settings)
+    try:
+        async with transaction(sessionmaker) as s:
+            s.add(
+                Team(
+                    id=team_id,
+                    name="t",
+                    budget_usd=Decimal("1"),
+                    budget_period="day",
+                    on_limit="pause",
+                    budget_thresholds=[],
+                )
+            )
+            await s.flush()
+            team = await s.get(Team, team_id)
+            assert team is not None
+            _, _, (dead,) = await make_job(1, team=team, db=s)
+            dead.max_billed_usd = Decimal("0.4")
+            _, paused, (waiting,) = await make_job(1, team=team, db=s)
+            waiting.max_billed_usd = Decimal("0.5")
+        async with transaction(sessionmaker) as s:
+            claimed = await claim_call(s, dead.id, 60)
+            assert claimed is not None and await reserve_for_call(s, claimed) is None
+            await s.execute(
+                update(BudgetPeriod)
+                .where(BudgetPeriod.team_id == team_id)
+                .values(spent_usd=Decimal("0.3"))
+            )
+            await s.execute(
+                update(Job)
+                .where(Job.id == paused.id)
+                .values(
+                    status=JobStatus.PAUSED, paused_from="queued", pause_reason="budget_exceeded"
+                )
+            )
+            # the worker dies: its lease runs out
+            await s.execute(
+                update(Call).where(Call.id == dead.id).values(lease_until=datetime(2000, 1, 1))
+            )
+
+        async def reconcile() -> None:
+            await reconciler.reconcile(
+                sessionmaker, queue, queued_grace_seconds=3600, max_attempts=3
+            )
+
+        await reconcile()
+        async with transaction(sessionmaker) as s:
+            row = (
+                await s.execute(select(BudgetPeriod).where(BudgetPeriod.team_id == team_id))
+            ).scalar_one()
+            assert row.reserved_usd == 0 and row.spent_usd == Decimal("0.3")
+            call = await s.get(Call, dead.id)
+            assert call is not None and call.status == CallStatus.QUEUED
+            assert call.budget_reserved_usd is None
+            # 0.7 left of the day's budget holds the paused job's 0.5 worst case: it resumes
+            job = await s.get(Job, paused.id)
+            assert job is not None and job.status == JobStatus.QUEUED
+            await s.execute(
+                update(BudgetPeriod)
+                .where(BudgetPeriod.team_id == team_id)
+                .values(spent_usd=Decimal("0.9"))
+            )
+            await s.execute(
+                update(Job)
+                .where(Job.id == paused.id)
+                .values(
+                    status=JobStatus.PAUSED, paused_from="queued", pause_reason="budget_exceeded"
+                )
+            )
+        await reconcile()
+        async with transaction(sessionmaker) as s:
+            job = await s.get(Job, paused.id)
+            assert job is not None and job.status == JobStatus.PAUSED  # 0.1 left: still waits
+        now[0] = T0 + timedelta(minutes=2)  # the next UTC day
+        await reconcile()
+        async with transaction(sessionmaker) as s:
+            job = await s.get(Job, paused.id)
+            assert job is not None and job.status == JobStatus.QUEUED and job.pause_reason is None
+            events = (
+                await s.execute(select(WebhookEvent.type).where(WebhookEvent.job_id == paused.id))
+            ).scalars()
+            assert list(events) == ["job.resumed", "job.resumed"]
+    finally:
+        await queue.delete(
+            *[k async for k in queue.scan_iter(settings.worker_queue_name + "*")] or ["x"]
+        )
+        await queue.aclose()
+        async with transaction(sessionmaker) as s:
+            await s.execute(delete(Team).where(Team.id == team_id))
