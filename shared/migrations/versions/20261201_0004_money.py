@@ -1,7 +1,7 @@
 """money: credit ledger and grants, budget periods, billing settings, money columns
 
 Revision ID: 0004
-Revises: 0007
+Revises: 0005
 Create Date: 2026-12-01 22:18:49.187351
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0004"
-down_revision: str | None = "0007"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
