@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-chaos test-browser test-fuzz test-all lint format typecheck bench migrate clean lock audit
+.PHONY: install up test test-chaos test-browser test-fuzz test-all lint format typecheck bench bench-money migrate clean lock audit
 
 # Every dependency, transitive ones included, comes from requirements.lock with its hashes; the
 # project itself is installed without resolving anything. `make lock` regenerates the locks
@@ -68,6 +68,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
+
+bench-money: $(STAMP)
+	$(BIN)/python -m bench.money
 
 migrate: $(STAMP)
 	$(BIN)/alembic upgrade head

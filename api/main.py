@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import errors, openapi, ui
 from api.middleware import RequestContextMiddleware
-from api.routes import admin, events, health, jobs, webhooks
+from api.routes import admin, billing, events, health, jobs, webhooks
 from shared import logs
 from shared.config import Settings, get_settings
 from shared.queue import open_queue
@@ -48,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.jobs_max_body_bytes)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(billing.admin_router)
+    app.include_router(billing.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)

@@ -67,6 +67,7 @@ _WITH_RETRY_AFTER = {429, 503}
 SCOPES: tuple[tuple[str, str | None, str], ...] = (
     ("/api/webhooks", None, "webhooks"),
     ("/api/usage", None, "usage:read"),
+    ("/api/credits", None, "usage:read"),
     ("/api/models", None, "jobs:read"),
     ("/api/jobs", "GET", "jobs:read"),
     ("/api/jobs", None, "jobs:write"),
@@ -82,6 +83,7 @@ EXTRA: dict[str, tuple[int, ...]] = {
     "POST /api/webhooks/endpoints/{endpoint_id}/replay": (409,),
     "POST /api/webhooks/events/{event_id}/redeliver": (409,),
     "POST /api/admin/teams": (409,),
+    "POST /api/admin/teams/{team_id}/credits": (409,),
 }
 
 _TEXT = {"schema": {"type": "string"}}

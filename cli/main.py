@@ -7,6 +7,9 @@
     saas-llm keys create|list|revoke
     saas-llm jobs submit|get|list|results|cancel
     saas-llm doctor [--env]                     check a deployment against the Railway guide
+    saas-llm credits grant TEAM AMOUNT          grant (or --adjust) credits (admin key)
+    saas-llm credits show [TEAM]                a team's balance and ledger
+    saas-llm usage [--group-by day|model|job_type] [--csv]
 
 API commands read `--api-url` / SAAS_LLM_API_URL, a team key from `--key` / SAAS_LLM_API_KEY and
 an admin key from `--key` / SAAS_LLM_ADMIN_KEY. Without them, the keys `saas-llm up` saved in
@@ -103,7 +106,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def _admin(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
-    headers = {"Authorization": f"Bearer {_admin_key(args)}"}
+    headers = {"Authorization": f"Bearer {_admin_key(args)}", **kw.pop("headers", {})}
     try:
         response = httpx.request(
             method, _api_url(args) + "/api/admin" + path, headers=headers, timeout=30, **kw
@@ -221,6 +224,94 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- money: credits and usage ----------------------------------------------------------------
+
+
+def cmd_credits(args: argparse.Namespace) -> int:
+    if args.action == "grant":
+        body: dict[str, Any] = {
+            "kind": "adjustment" if args.adjust else "grant",
+            "amount": args.amount,
+            "note": args.note,
+        }
+        if args.expires_at:
+            body["expires_at"] = args.expires_at
+        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+        _print(_admin(args, "POST", f"/teams/{args.team_id}/credits", json=body, headers=headers))
+        return 0
+    if args.team_id:  # the admin's view of a team
+        team = _admin(args, "GET", f"/teams/{args.team_id}")
+        ledger = _admin(args, "GET", f"/teams/{args.team_id}/ledger", params={"limit": args.limit})
+        _print(
+            {
+                "team_id": team["team_id"],
+                "balance": team["credits_balance"],
+                "reserved": team["credits_reserved"],
+                "billing_mode": team["billing_mode"],
+                "entries": ledger["data"],
+            }
+        )
+        return 0
+    with Client(_api_url(args), _team_key(args)) as client:
+        _print(client.credits(limit=args.limit))
+    return 0
+
+
+USAGE_COLUMNS = (
+    "group",
+    "jobs",
+    "calls",
+    "total_tokens",
+    "cost_usd",
+    "billed_usd",
+    "credits",
+)
+
+
+def usage_table(rows: list[dict[str, Any]], total: dict[str, Any]) -> str:
+    """Usage rows as an aligned text table, totals last."""
+    table = [list(USAGE_COLUMNS)] + [[str(r[c]) for c in USAGE_COLUMNS] for r in [*rows, total]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(USAGE_COLUMNS))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    params = {"from": args.start, "to": args.end, "group_by": args.group_by}
+    if args.team_id is not None:  # admin, across teams or for one
+        params["team_id"] = args.team_id
+        clean = {k: v for k, v in params.items() if v}
+        if args.csv:
+            headers = {"Authorization": f"Bearer {_admin_key(args)}", "Accept": "text/csv"}
+            response = httpx.get(
+                _api_url(args) + "/api/admin/usage", params=clean, headers=headers, timeout=60
+            )
+            from saas_llm_client._errors import raise_for_response
+
+            raise_for_response(response)
+            sys.stdout.write(response.text)
+            return 0
+        data = _admin(args, "GET", "/usage", params=clean)
+    else:
+        with Client(_api_url(args), _team_key(args)) as client:
+            if args.csv:
+                sys.stdout.write(
+                    client.usage_csv(start=args.start, end=args.end, group_by=args.group_by)
+                )
+                return 0
+            data = client.usage(start=args.start, end=args.end, group_by=args.group_by)
+    sys.stdout.write(usage_table(data["data"], data["total"]))
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -316,6 +407,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o")
     for p in jobs.choices.values():
         p.set_defaults(func=cmd_jobs)
+    credits = sub.add_parser("credits", help="grant and show credits").add_subparsers(
+        dest="action", required=True
+    )
+    p = credits.add_parser("grant", parents=[api], help="grant credits to a team (admin key)")
+    p.add_argument("team_id")
+    p.add_argument("amount", help="a decimal; with --adjust it may be negative")
+    p.add_argument("--adjust", action="store_true", help="an adjustment rather than a grant")
+    p.add_argument("--expires-at", help="ISO 8601 time the grant's remainder expires")
+    p.add_argument("--note", default="")
+    p.add_argument("--idempotency-key")
+    p = credits.add_parser(
+        "show", parents=[api], help="your team's credits (team key), or TEAM's (admin key)"
+    )
+    p.add_argument("team_id", nargs="?")
+    p.add_argument("--limit", type=int, default=20)
+    for p in credits.choices.values():
+        p.set_defaults(func=cmd_credits)
+    p = sub.add_parser("usage", parents=[api], help="usage report: a table, or CSV")
+    p.add_argument("--from", dest="start", help="ISO date or time (default: this month)")
+    p.add_argument("--to", dest="end")
+    p.add_argument("--group-by", choices=("day", "model", "job_type", "team"), default="day")
+    p.add_argument("--csv", action="store_true")
+    p.add_argument("--team-id", help="admin key: this team's usage ('' for every team)")
+    p.set_defaults(func=cmd_usage)
+
     hooks = sub.add_parser("webhooks", help="work with webhooks locally").add_subparsers(
         dest="action", required=True
     )

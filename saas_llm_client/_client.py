@@ -217,6 +217,25 @@ class Client(_Base):
         headers = {"Accept": "application/x-ndjson"}
         return self._call("GET", f"/api/jobs/{job_id}/results", headers=headers).text
 
+    def credits(self, *, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+        """Balance, reserved credits, grants with expiry, budget, recent ledger entries."""
+        params = _drop_none(after=after, limit=limit)
+        return dict(self._call("GET", "/api/credits", params=params).json())
+
+    def usage(
+        self, *, start: str | None = None, end: str | None = None, group_by: str = "day"
+    ) -> dict[str, Any]:
+        """Usage rows (jobs, calls, tokens, cost_usd, billed_usd, credits) per group."""
+        params = _drop_none(**{"from": start, "to": end, "group_by": group_by})
+        return dict(self._call("GET", "/api/usage", params=params).json())
+
+    def usage_csv(
+        self, *, start: str | None = None, end: str | None = None, group_by: str = "day"
+    ) -> str:
+        params = _drop_none(**{"from": start, "to": end, "group_by": group_by})
+        headers = {"Accept": "text/csv"}
+        return self._call("GET", "/api/usage", params=params, headers=headers).text
+
 
 class AsyncClient(_Base):
     """Asynchronous client; the same methods as `Client`, awaited."""
@@ -354,6 +373,23 @@ class AsyncClient(_Base):
     async def results_jsonl(self, job_id: str) -> str:
         headers = {"Accept": "application/x-ndjson"}
         return (await self._call("GET", f"/api/jobs/{job_id}/results", headers=headers)).text
+
+    async def credits(self, *, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+        params = _drop_none(after=after, limit=limit)
+        return dict((await self._call("GET", "/api/credits", params=params)).json())
+
+    async def usage(
+        self, *, start: str | None = None, end: str | None = None, group_by: str = "day"
+    ) -> dict[str, Any]:
+        params = _drop_none(**{"from": start, "to": end, "group_by": group_by})
+        return dict((await self._call("GET", "/api/usage", params=params)).json())
+
+    async def usage_csv(
+        self, *, start: str | None = None, end: str | None = None, group_by: str = "day"
+    ) -> str:
+        params = _drop_none(**{"from": start, "to": end, "group_by": group_by})
+        headers = {"Accept": "text/csv"}
+        return (await self._call("GET", "/api/usage", params=params, headers=headers)).text
 
 
 def request(

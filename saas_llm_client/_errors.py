@@ -56,6 +56,12 @@ class RateLimitError(APIError):
     pass
 
 
+class PaymentRequiredError(APIError):
+    """402: not enough credits (`insufficient_credits`) or budget (`budget_exceeded`); the
+    balance or remaining budget is in `body["error"]`. Retrying will not help until an admin
+    grants credits or raises the budget (or the budget period turns)."""
+
+
 class APIConnectionError(SaaSLLMError):
     """The API could not be reached."""
 
@@ -72,6 +78,7 @@ class WaitTimeout(SaaSLLMError):
 
 _BY_STATUS: dict[int, type[APIError]] = {
     401: AuthenticationError,
+    402: PaymentRequiredError,
     404: NotFoundError,
     409: ConflictError,
     429: RateLimitError,

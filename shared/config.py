@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     # Event streams re-read their job this often besides being woken by its notifications.
     jobs_events_poll_seconds: float = 2.0
 
+    # Money (shared/billing): how long a submission waits for a budget or credit row lock before
+    # it answers 503 (never 202 unchecked); a LiteLLM model cost map file (JSON) to price models
+    # with, if not the one in the installed litellm package.
+    billing_lock_timeout_ms: int = 3000
+    billing_model_cost_map: str | None = None
+
     # Webhooks (delivery lives in shared/webhooks).
     webhook_timeout_seconds: float = 15.0
     # Deliveries in flight per worker process, on the webhook queue's own consumer.

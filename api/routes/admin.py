@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, SessionDep, StateDep
 from shared.admin.service import Actor, AuditLog, PortalLinks
+from shared.db import after_commit
+from shared.jobs.money import resume_after_commit
 from shared.models import TeamStatus
 from shared.teams import retention
 from shared.teams.schemas import (
@@ -85,8 +87,14 @@ async def get_team(team_id: str, session: SessionDep) -> TeamOut:
 
 
 @router.patch("/teams/{team_id}")
-async def update_team(team_id: str, data: TeamUpdate, session: SessionDep) -> TeamOut:
-    return team_out(await TeamService(session).update(team_id, data))
+async def update_team(
+    team_id: str, data: TeamUpdate, session: SessionDep, state: StateDep
+) -> TeamOut:
+    """Change a team; paused work that fits its new budget or settings resumes after commit."""
+    team = await TeamService(session).update(team_id, data)
+    sessionmaker, queue = state.sessionmaker, state.queue
+    after_commit(session, lambda: resume_after_commit(sessionmaker, queue, team_id))
+    return team_out(team)
 
 
 @router.post("/teams/{team_id}/suspend")

@@ -2,9 +2,11 @@
 
 Both submit styles (a batch job, a call added to a step job) call `Admission.admit`, which
 checks, in order: the request count, each request's shape, the model catalog and the team's
-allowed models, then counts the requests against the team's rate limit (last, so a request
-refused for another reason does not use up the team's minute). Money checks (credit and budget
-reservations) belong here too, so that no submit path can skip them.
+allowed models, the team's caps on `n` and `max_tokens` (a request without `max_tokens` gets the
+team's `default_max_tokens`), then money (credits reserved, the budget checked:
+`shared.billing.admission`), and last counts the requests against the team's rate limit (so a
+request refused for another reason does not use up the team's minute; money reserved by a
+refused request is rolled back with its transaction).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.billing.admission import MoneyAdmission, admit_money, apply_caps
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
@@ -47,9 +52,11 @@ def reject_nul(value: Any, param: str = "") -> None:
 
 @dataclass
 class Admitted:
-    """Requests that passed admission: the bodies to store, one per call."""
+    """Requests that passed admission: the bodies to store, one per call, and what money
+    decided (worst cases, credits reserved, or why the job must wait)."""
 
     bodies: list[dict[str, Any]]
+    money: MoneyAdmission
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Admission:
     settings: Settings
     catalog: Catalog
     limiter: RequestLimiter
+    session: AsyncSession
 
     def max_requests(self, team: Team) -> int:
         limit = self.settings.jobs_max_requests
@@ -72,6 +80,7 @@ class Admission:
         already: int = 0,
         param: str = "requests",
         timeout_seconds: float | None = None,
+        can_pause: bool = True,
     ) -> Admitted:
         """Check `requests` for `team` (on top of `already` calls in the job) and count them."""
         limit = self.max_requests(team)
@@ -84,9 +93,18 @@ class Admission:
         if timeout_seconds is not None:
             for body in bodies:
                 body.setdefault("timeout", timeout_seconds)
+        apply_caps(team, bodies, [self._where(param, i) for i in range(len(bodies))])
         await self._check_models(team, requests, param)
+        money = await admit_money(
+            self.session,
+            team,
+            bodies,
+            new_job=already == 0,
+            can_pause=can_pause,
+            lock_timeout_ms=self.settings.billing_lock_timeout_ms,
+        )
         await self.limiter.consume(team, len(bodies))
-        return Admitted(bodies)
+        return Admitted(bodies, money)
 
     def _where(self, param: str, index: int, field: str = "") -> str:
         base = f"{param}[{index}]" if param == "requests" else ""

@@ -5,11 +5,14 @@ two workers racing can never finish a call twice, count its tokens twice or end 
 
 A job ends in exactly one place, `end_job`: whichever path ends it (its last call, a cancel, a
 deadline, an expiry, a worker lost for good), the same in-transaction hooks run in a fixed order
-(`JOB_END_HOOKS`: today the webhook event; settlement of money slots in before it) and the job's
-live streams are woken once the transaction commits.
+(`JOB_END_HOOKS`: the money settlement, then the webhook event) and the job's live streams are
+woken once the transaction commits.
 
-Lock order, everywhere: a job's calls (by id), then the job. Cancel, reconciler and workers take
-them in that order, so they never deadlock.
+Every change that takes a call out of `running` also settles its budget reservation
+(`shared.billing.budget.settle_calls`) in the same transaction, once its job is locked.
+
+Lock order, everywhere: a job's calls (by id), then the job, then budget rows, then the team.
+Cancel, reconciler and workers take them in that order, so they never deadlock.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.billing.budget import settle_calls
 from shared.db import wake
+from shared.jobs.money import price_call, settle_job
 from shared.jobs.repository import JobRepository
 from shared.jobs.views import job_out
 from shared.models import (
@@ -81,7 +86,7 @@ async def record_job_event(session: AsyncSession, job: Job) -> None:
 
 
 # In this order, inside the transaction that ends the job.
-JOB_END_HOOKS: tuple[JobEndHook, ...] = (record_job_event,)
+JOB_END_HOOKS: tuple[JobEndHook, ...] = (settle_job, record_job_event)
 
 
 async def end_job(
@@ -259,6 +264,7 @@ async def release_call(
     )
     job_id = (await session.execute(stmt)).scalar_one_or_none()
     if job_id is not None:
+        await settle_calls(session, [call_id])
         wake(session, "job", job_id)
     return job_id is not None
 
@@ -270,6 +276,11 @@ async def finish_call(
 
     Returns the job if this ended it.
     """
+    billed = None
+    if outcome.status == CallStatus.SUCCEEDED:
+        billed = await price_call(
+            session, call_id, outcome.prompt_tokens, outcome.completion_tokens, outcome.cost_usd
+        )
     stmt = (
         update(Call)
         .execution_options(synchronize_session=False)
@@ -283,6 +294,7 @@ async def finish_call(
             completion_tokens=outcome.completion_tokens,
             total_tokens=outcome.total_tokens,
             cost_usd=outcome.cost_usd,
+            billed_usd=billed,
             latency_ms=outcome.latency_ms,
             litellm_call_id=outcome.litellm_call_id,
             cached=outcome.cached,
@@ -303,8 +315,10 @@ async def finish_call(
             completion_tokens=Job.completion_tokens + (outcome.completion_tokens or 0),
             total_tokens=Job.total_tokens + (outcome.total_tokens or 0),
             cost_usd=Job.cost_usd + (outcome.cost_usd or Decimal(0)),
+            billed_usd=Job.billed_usd + (billed or Decimal(0)),
         )
     )
+    await settle_calls(session, [call_id])
     wake(session, "job", job_id)
     return await maybe_finish_job(session, job_id)
 
@@ -321,6 +335,8 @@ async def fail_call(session: AsyncSession, call_id: str, error: dict[str, Any]) 
     job_id = (await session.execute(stmt)).scalar_one_or_none()
     if job_id is None:
         return None
+    await lock_job(session, job_id)
+    await settle_calls(session, [call_id])
     wake(session, "job", job_id)
     return await maybe_finish_job(session, job_id)
 
@@ -339,7 +355,7 @@ async def lock_active_calls(session: AsyncSession, job_id: str) -> list[str]:
 async def stop_calls(
     session: AsyncSession, call_ids: list[str], status: CallStatus, error: dict[str, Any] | None
 ) -> None:
-    """End these (locked) unfinished calls with `status` without touching their job."""
+    """End these (locked) unfinished calls of a locked job with `status`, without ending it."""
     if call_ids:
         await session.execute(
             update(Call)
@@ -347,6 +363,7 @@ async def stop_calls(
             .where(Call.id.in_(call_ids), Call.status.in_(CALL_ACTIVE))
             .values(status=status, error=error, finished_at=func.now(), lease_until=None)
         )
+        await settle_calls(session, call_ids)
 
 
 async def end_unfinished(
@@ -359,8 +376,9 @@ async def end_unfinished(
 ) -> Job | None:
     """End a job's unfinished calls with `call_status`; with `job_error`, the job ends `expired`
     (step style, never completed), else it ends by its calls. Returns the job if this ended it."""
-    await stop_calls(session, await lock_active_calls(session, job_id), call_status, call_error)
+    call_ids = await lock_active_calls(session, job_id)
     job = await lock_job(session, job_id)
+    await stop_calls(session, call_ids, call_status, call_error)
     if job.status not in JOB_LIVE:
         return None
     if job_error is not None:

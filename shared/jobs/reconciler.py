@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, tuple_, update
 
+from shared.billing.budget import settle_calls
 from shared.db import SessionMaker, transaction
 from shared.jobs.lifecycle import end_unfinished, fail_call, maybe_finish_job
+from shared.jobs.money import billing_pass
 from shared.models import (
     CALL_ACTIVE,
     JOB_CLOSED_ACTIVE,
@@ -38,6 +40,7 @@ class ReconcileReport:
     finished: int = 0
     expired: int = 0
     failed: int = 0
+    resumed: int = 0
 
 
 WORKER_LOST = {
@@ -77,6 +80,7 @@ async def reconcile(
                 .where(Call.id.in_(retry), Call.status == CallStatus.RUNNING)
                 .values(status=CallStatus.QUEUED, lease_until=None, next_attempt_at=func.now())
             )
+            await settle_calls(session, retry)
     report.released = len(retry)
     for call_id, attempts in stale:
         if attempts >= max_attempts:
@@ -89,6 +93,8 @@ async def reconcile(
     # lost ones behind it) and enqueues only those whose entry is missing. Calls of suspended
     # teams wait, without queue entries, until the team is resumed.
     team_active = select(Team.id).where(Team.id == Call.team_id, Team.status == TeamStatus.ACTIVE)
+    # Calls of paused jobs wait without queue entries too, until the job resumes.
+    not_paused = select(Job.id).where(Job.id == Call.job_id, Job.status != JobStatus.PAUSED)
     after: tuple[datetime, str] | None = None
     for _ in range(REQUEUE_PAGES):
         due_at = func.coalesce(Call.next_attempt_at, Call.created_at)
@@ -98,6 +104,7 @@ async def reconcile(
                 Call.status == CallStatus.QUEUED,
                 due_at < func.now() - grace,
                 team_active.exists(),
+                not_paused.exists(),
             )
             .order_by(due_at, Call.id)
             .limit(BATCH)
@@ -171,6 +178,10 @@ async def reconcile(
         async with transaction(sessionmaker) as session:
             if await end_unfinished(session, job_id, CallStatus.CANCELLED, None, job_error=EXPIRED):
                 report.expired += 1
+
+    # 6. Money: expired grants, monthly allowances, paused jobs that fit again.
+    money = await billing_pass(sessionmaker, queue)
+    report.resumed = money["resumed_calls"]
 
     if report.requeued or report.released or report.finished or report.expired:
         log.info("reconciled", extra=report.__dict__)

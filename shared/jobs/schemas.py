@@ -146,6 +146,14 @@ class CallOut(BaseModel):
     response: dict[str, Any] | None
     usage: Usage | None
     cost_usd: Money | None
+    billed_usd: Money | None
+    budget_reserved_usd: Money | None = Field(
+        default=None, description="The budget this call holds while it runs (its worst case)."
+    )
+    credits_reserved: Money | None = Field(
+        default=None, description="Credits are reserved per job: see the job's."
+    )
+    credits_charged: Money | None
     latency_ms: int | None
     attempts: int
     litellm_call_id: str | None
@@ -169,7 +177,10 @@ class JobOut(BaseModel):
     request_counts: RequestCounts
     usage: Usage
     cost_usd: Money
+    billed_usd: Money
+    credits_reserved: Money
     credits_charged: Money
+    pause_reason: str | None = None
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None

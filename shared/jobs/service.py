@@ -23,6 +23,7 @@ from shared.jobs.lifecycle import (
     maybe_finish_job,
     stop_calls,
 )
+from shared.jobs.money import record_job_paused
 from shared.jobs.repository import JobRepository
 from shared.jobs.schemas import ChatRequest, JobCreate, JobOut, StepJobCreate
 from shared.jobs.views import job_out
@@ -62,7 +63,7 @@ class JobService:
         self.session = session
         self.rt = rt
         self.settings = rt.settings
-        self.admission = Admission(rt.settings, rt.catalog, rt.limiter)
+        self.admission = Admission(rt.settings, rt.catalog, rt.limiter, session)
         self.repo = JobRepository(session)
 
     # -- submission -------------------------------------------------------------------------
@@ -109,13 +110,17 @@ class JobService:
         admitted = await self.admission.admit(
             team, data.requests, timeout_seconds=data.timeout_seconds
         )
+        money = admitted.money
         job = Job(
             id=new_id("job"),
             team_id=team.id,
             style=JobStyle.BATCH,
             job_type=data.job_type,
             metadata_=data.metadata,
-            status=JobStatus.QUEUED,
+            status=JobStatus.PAUSED if money.pause_reason else JobStatus.QUEUED,
+            pause_reason=money.pause_reason,
+            paused_from=JobStatus.QUEUED if money.pause_reason else None,
+            credits_reserved=money.credits_reserved,
             webhook_url=str(data.webhook_url) if data.webhook_url else None,
             idempotency_key=idempotency_key,
             request_hash=digest,
@@ -136,6 +141,8 @@ class JobService:
                 model_requested=body["model"],
                 request=body,
                 status=CallStatus.QUEUED,
+                max_tokens=money.worst[i].tokens,
+                max_billed_usd=money.worst[i].billed_usd,
             )
             for i, body in enumerate(admitted.bodies)
         ]
@@ -152,8 +159,11 @@ class JobService:
             raise
         await self.session.refresh(job)
         call_ids = [c.id for c in calls]
-        queue = self.rt.queue
-        after_commit(self.session, lambda: enqueue_calls(queue, call_ids))
+        if money.pause_reason:
+            await record_job_paused(self.session, job)
+        else:
+            queue = self.rt.queue
+            after_commit(self.session, lambda: enqueue_calls(queue, call_ids))
         return Submitted(job, call_ids, created=True)
 
     async def create_step(self, team: Team, data: StepJobCreate) -> Job:
@@ -184,13 +194,16 @@ class JobService:
             raise NotFound(f"no job {job_id!r}")
         if job.status != JobStatus.OPEN:
             raise Conflict(f"job {job_id!r} is {job.status}; calls can be added only to open jobs")
+        # A step job waits for its caller: at a money limit its calls answer 402, never pause.
         seq = await self.repo.next_seq(job.id)
         custom_id = req.custom_id if req.custom_id is not None else f"request-{seq:06d}"
         if await self.repo.has_custom_id(job.id, custom_id):
             raise BadRequest(
                 f"custom_id {custom_id!r} is already used in this job", param="custom_id"
             )
-        body = (await self.admission.admit(team, [req], already=seq, param="")).bodies[0]
+        admitted = await self.admission.admit(team, [req], already=seq, param="", can_pause=False)
+        body, worst = admitted.bodies[0], admitted.money.worst[0]
+        job.credits_reserved = job.credits_reserved + admitted.money.credits_reserved
         call = Call(
             id=new_id("call"),
             job_id=job.id,
@@ -200,6 +213,8 @@ class JobService:
             model_requested=body["model"],
             request=body,
             status=CallStatus.QUEUED,
+            max_tokens=worst.tokens,
+            max_billed_usd=worst.billed_usd,
         )
         self.session.add(call)
         job.total_calls = seq + 1
@@ -218,6 +233,11 @@ class JobService:
         job = await self.repo.get(team.id, job_id, for_update=True)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
+        if job.status == JobStatus.PAUSED and job.paused_from == JobStatus.OPEN:
+            # Paused at a money limit while open: it resumes closed.
+            job.paused_from = JobStatus.RUNNING if job.started_at is not None else JobStatus.QUEUED
+            await self.session.flush()
+            return job
         if job.status != JobStatus.OPEN:
             raise Conflict(f"job {job_id!r} is {job.status}, not open")
         job.status = JobStatus.RUNNING if job.started_at is not None else JobStatus.QUEUED

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import classify_db_error, transaction
 from shared.jobs.lifecycle import (
@@ -26,6 +27,7 @@ from shared.jobs.lifecycle import (
     release_call,
     renew_call_leases,
 )
+from shared.jobs.money import pause_job, reserve_for_call
 from shared.llm.cache import CachePolicy, cache_policy, with_cache
 from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError
 from shared.models import Call, CallStatus, Job
@@ -91,6 +93,9 @@ async def run_call(rt: Runtime, call_id: str) -> str:
             deadline = await job_deadline(session, call.job_id) if call is not None else None
             cache = None
             if call is not None:
+                refused = await reserve_for_call(session, call)
+                if refused is not None:
+                    return await _refused(session, call, refused)
                 cache = await cache_policy(
                     session, call.team_id, settings.cache_default_ttl_seconds
                 )
@@ -114,6 +119,19 @@ async def run_call(rt: Runtime, call_id: str) -> str:
             rt, call_id, call.attempts, CallOutcome(CallStatus.FAILED, error=INTERNAL_ERROR)
         )
         return "failed"
+
+
+async def _refused(session: AsyncSession, call: Call, error: dict[str, Any]) -> str:
+    """The budget cannot hold this call's worst case: with on_limit `pause` the call goes back
+    to the queue and its job pauses; with `reject` the call fails with `budget_exceeded`."""
+    if error.pop("on_limit", "reject") == "pause":
+        await release_call(
+            session, call.id, call.attempts, delay=0, error=None, refund_attempt=True
+        )
+        await pause_job(session, call.job_id, "budget_exceeded")
+        return "paused"
+    await fail_call(session, call.id, error)
+    return "failed"
 
 
 def _timeout(rt: Runtime, call: Call, deadline: datetime | None) -> float:

@@ -2,6 +2,7 @@
 
 from shared.models.admin import ADMIN_ROLES, AdminUser, AuditEntry, PortalLink
 from shared.models.base import Base
+from shared.models.billing import BudgetPeriod, CreditEntry, CreditGrant
 from shared.models.job import Call, Job
 from shared.models.status import (
     CALL_ACTIVE,
@@ -35,8 +36,11 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "BudgetPeriod",
     "Call",
     "CallStatus",
+    "CreditEntry",
+    "CreditGrant",
     "DeliveryStatus",
     "Job",
     "JobStatus",

@@ -19,6 +19,7 @@ class Job(Base):
         Index("ix_jobs_team_id_id", "team_id", "id"),
         Index("ix_jobs_team_id_status_id", "team_id", "status", "id"),
         Index("ix_jobs_team_id_job_type_id", "team_id", "job_type", "id"),
+        Index("ix_jobs_team_id_created_at", "team_id", "created_at"),
         Index(
             "uq_jobs_team_id_idempotency_key",
             "team_id",
@@ -52,6 +53,11 @@ class Job(Base):
     total_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
     cost_usd: Mapped[Decimal] = mapped_column(server_default="0")
     credits_charged: Mapped[Decimal] = mapped_column(server_default="0")
+    billed_usd: Mapped[Decimal] = mapped_column(server_default="0")
+    credits_reserved: Mapped[Decimal] = mapped_column(server_default="0")
+    # Why the job is paused (insufficient_credits | budget_exceeded) and what it resumes to.
+    pause_reason: Mapped[str | None] = mapped_column(String(32))
+    paused_from: Mapped[JobStatus | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -93,6 +99,15 @@ class Call(Base):
     completion_tokens: Mapped[int | None]
     total_tokens: Mapped[int | None]
     cost_usd: Mapped[Decimal | None]
+    billed_usd: Mapped[Decimal | None]
+    # This call's share of its job's charge (job mode: the job's credit on its first call).
+    credits_charged: Mapped[Decimal | None]
+    # Worst cases written at admission (prompt bound + max_tokens x n), for budget and credits.
+    max_tokens: Mapped[int | None]
+    max_billed_usd: Mapped[Decimal | None]
+    # The budget reservation this attempt holds (None: none) and the period it was made in.
+    budget_reserved_usd: Mapped[Decimal | None]
+    budget_period_start: Mapped[datetime | None]
     latency_ms: Mapped[int | None]
     attempts: Mapped[int] = mapped_column(server_default="0")
     litellm_call_id: Mapped[str | None] = mapped_column(String(100))

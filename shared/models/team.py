@@ -34,8 +34,29 @@ class Team(Timestamps, Base):
     # Response cache (shared/llm/cache.py): off unless the admin turns it on for the team.
     cache_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
     cache_ttl_seconds: Mapped[int | None]
-    # Room for billing: balance mirrors the ledger's last entry.
+    # The ledger's last balance_after; reserved: held by admitted, unsettled jobs.
     credits_balance: Mapped[Decimal] = mapped_column(server_default="0")
+    credits_reserved: Mapped[Decimal] = mapped_column(server_default="0")
+    # Money settings (ARCHITECTURE section 6).
+    billing_mode: Mapped[str] = mapped_column(String(8), server_default="job")
+    enforce_credits: Mapped[bool] = mapped_column(server_default=text("false"))
+    credits_per_usd: Mapped[Decimal] = mapped_column(server_default="100")
+    tokens_per_credit: Mapped[int] = mapped_column(server_default="1000")
+    price_markup_pct: Mapped[Decimal] = mapped_column(server_default="0")
+    # {"model": {"input_cost_per_token": "..", "output_cost_per_token": ".."}}: billed prices.
+    model_prices: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    budget_usd: Mapped[Decimal | None]
+    budget_period: Mapped[str] = mapped_column(String(8), server_default="month")
+    budget_thresholds: Mapped[list[Any]] = mapped_column(
+        server_default=text("'[50, 80, 100]'::jsonb")
+    )
+    default_max_tokens: Mapped[int] = mapped_column(server_default="4096")
+    max_n: Mapped[int | None]
+    max_tokens_cap: Mapped[int | None]
+    on_limit: Mapped[str] = mapped_column(String(8), server_default="reject")
+    low_credits_threshold: Mapped[Decimal | None]
+    low_credits_notified: Mapped[bool] = mapped_column(server_default=text("false"))
+    monthly_allowance: Mapped[Decimal | None]
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", server_default=text("'{}'::jsonb")
     )

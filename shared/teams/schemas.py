@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,9 +19,76 @@ Scope = Literal["jobs:read", "jobs:write", "webhooks", "usage:read"]
 # A provider-side tool type the admin may allow a team to pass through (`function` always is).
 ToolType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
 CACHE_TTL_MAX = 30 * 24 * 3600
+BillingMode = Literal["job", "usd", "tokens"]
+BudgetPeriod = Literal["day", "week", "month"]
+OnLimit = Literal["reject", "pause"]
 
 
-class TeamCreate(BaseModel):
+class ModelPrice(BaseModel):
+    """A team's billed price for one model, USD per token (instead of LiteLLM's + markup)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_cost_per_token: Money = Field(ge=0)
+    output_cost_per_token: Money = Field(ge=0)
+
+
+class MoneySettings(BaseModel):
+    """Billing, budget and limit settings of a team (ARCHITECTURE section 6); all optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    billing_mode: BillingMode | None = None
+    enforce_credits: bool | None = Field(
+        default=None, description="Refuse (or pause) work the available credits cannot cover."
+    )
+    credits_per_usd: Decimal | None = Field(default=None, gt=0, max_digits=20, decimal_places=10)
+    tokens_per_credit: int | None = Field(default=None, ge=1)
+    price_markup_pct: Decimal | None = Field(
+        default=None, ge=0, le=10000, max_digits=20, decimal_places=10
+    )
+    model_prices: dict[str, ModelPrice] | None = None
+    budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=10)
+    budget_period: BudgetPeriod | None = None
+    budget_thresholds: list[int] | None = Field(default=None, max_length=20)
+    default_max_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_n: int | None = Field(default=None, ge=1, le=128)
+    max_tokens_cap: int | None = Field(default=None, ge=1, le=10_000_000)
+    on_limit: OnLimit | None = None
+    low_credits_threshold: Decimal | None = Field(
+        default=None, ge=0, max_digits=20, decimal_places=10
+    )
+    monthly_allowance: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=10)
+
+    def money_fields(self) -> dict[str, Any]:
+        """The money settings that were given, as column values."""
+        out = self.model_dump(exclude_unset=True, include=set(MoneySettings.model_fields))
+        if "model_prices" in out:
+            out["model_prices"] = {
+                k: v.model_dump(mode="json") for k, v in (self.model_prices or {}).items()
+            }
+        if out.get("budget_thresholds") is not None:
+            if any(not 0 < t <= 1000 for t in out["budget_thresholds"]):
+                raise ValueError("budget_thresholds are percentages above 0, at most 1000")
+            out["budget_thresholds"] = sorted(set(out["budget_thresholds"]))
+        for key in (
+            "billing_mode",
+            "enforce_credits",
+            "credits_per_usd",
+            "tokens_per_credit",
+            "price_markup_pct",
+            "model_prices",
+            "budget_period",
+            "budget_thresholds",
+            "default_max_tokens",
+            "on_limit",
+        ):
+            if key in out and out[key] is None:
+                del out[key]  # not nullable: null means "leave as is"
+        return out
+
+
+class TeamCreate(MoneySettings):
     model_config = ConfigDict(extra="forbid")
 
     team_id: str = Field(pattern=SLUG, description="Slug chosen by the admin.")
@@ -46,7 +114,7 @@ class TeamCreate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class TeamUpdate(BaseModel):
+class TeamUpdate(MoneySettings):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -85,6 +153,22 @@ class TeamOut(BaseModel):
     cache_enabled: bool
     cache_ttl_seconds: int | None = Field(description="None: the platform's default TTL.")
     credits_balance: Money
+    credits_reserved: Money
+    billing_mode: str
+    enforce_credits: bool
+    credits_per_usd: Money
+    tokens_per_credit: int
+    price_markup_pct: Money
+    model_prices: dict[str, Any]
+    budget_usd: Money | None
+    budget_period: str
+    budget_thresholds: list[int]
+    default_max_tokens: int
+    max_n: int | None
+    max_tokens_cap: int | None
+    on_limit: str
+    low_credits_threshold: Money | None
+    monthly_allowance: Money | None
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime

@@ -6,12 +6,13 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import SessionMaker, transaction, wake
-from shared.errors import Conflict, NotFound, TeamSuspended, Unauthorized
+from shared.errors import BadRequest, Conflict, NotFound, TeamSuspended, Unauthorized
 from shared.ids import new_id
 from shared.models import ApiKey, Team, TeamStatus
 from shared.teams.repository import TeamRepository
@@ -20,6 +21,7 @@ from shared.teams.schemas import (
     KeyCreate,
     KeyCreated,
     KeyOut,
+    MoneySettings,
     TeamCreate,
     TeamOut,
     TeamUpdate,
@@ -54,6 +56,22 @@ def team_out(team: Team) -> TeamOut:
         cache_enabled=team.cache_enabled,
         cache_ttl_seconds=team.cache_ttl_seconds,
         credits_balance=team.credits_balance,
+        credits_reserved=team.credits_reserved,
+        billing_mode=team.billing_mode,
+        enforce_credits=team.enforce_credits,
+        credits_per_usd=team.credits_per_usd,
+        tokens_per_credit=team.tokens_per_credit,
+        price_markup_pct=team.price_markup_pct,
+        model_prices=dict(team.model_prices),
+        budget_usd=team.budget_usd,
+        budget_period=team.budget_period,
+        budget_thresholds=list(team.budget_thresholds),
+        default_max_tokens=team.default_max_tokens,
+        max_n=team.max_n,
+        max_tokens_cap=team.max_tokens_cap,
+        on_limit=team.on_limit,
+        low_credits_threshold=team.low_credits_threshold,
+        monthly_allowance=team.monthly_allowance,
         metadata=team.metadata_,
         created_at=team.created_at,
         updated_at=team.updated_at,
@@ -95,6 +113,7 @@ class TeamService:
             cache_enabled=data.cache_enabled,
             cache_ttl_seconds=data.cache_ttl_seconds,
             metadata_=data.metadata,
+            **self._money(data),
         )
         self.session.add(team)
         try:
@@ -103,6 +122,13 @@ class TeamService:
             raise Conflict(f"team {data.team_id!r} already exists", param="team_id") from exc
         await self.session.refresh(team)
         return team
+
+    @staticmethod
+    def _money(data: MoneySettings) -> dict[str, Any]:
+        try:
+            return data.money_fields()
+        except ValueError as exc:
+            raise BadRequest(str(exc), param="budget_thresholds") from exc
 
     async def get(self, team_id: str) -> Team:
         team = await self.repo.get(team_id)
@@ -114,9 +140,15 @@ class TeamService:
         return await self.repo.list(after=after, limit=limit)
 
     async def update(self, team_id: str, data: TeamUpdate) -> Team:
-        team = await self.get(team_id)
+        team = await self.repo.get(team_id, for_update=True)
+        if team is None:
+            raise NotFound(f"no team {team_id!r}")
+        money = self._money(data)
         for field, value in data.model_dump(exclude_unset=True).items():
-            setattr(team, "metadata_" if field == "metadata" else field, value)
+            if field not in MoneySettings.model_fields:
+                setattr(team, "metadata_" if field == "metadata" else field, value)
+        for field, value in money.items():
+            setattr(team, field, value)
         await self.session.flush()
         await self.session.refresh(team)
         return team

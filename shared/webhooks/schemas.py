@@ -8,7 +8,14 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 EventType = Literal[
-    "job.succeeded", "job.failed", "job.cancelled", "job.expired", "budget.threshold_crossed"
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.expired",
+    "job.paused",
+    "job.resumed",
+    "budget.threshold_crossed",
+    "credits.low",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 DeliveryStatus = Literal["pending", "succeeded", "failed"]

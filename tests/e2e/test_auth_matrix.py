@@ -55,6 +55,11 @@ EXPECT: dict[str, Expect] = {
     "DELETE /api/admin/teams/{team_id}/keys/{key_id}": Expect("admin", 200),
     "DELETE /api/admin/teams/{team_id}/data": Expect("admin", 200),
     "POST /api/admin/teams/{team_id}/portal-links": Expect("admin", 201, body={}),
+    "POST /api/admin/teams/{team_id}/credits": Expect("admin", 201, body={"amount": "5"}),
+    "GET /api/admin/teams/{team_id}/ledger": Expect("admin", 200),
+    "GET /api/admin/usage": Expect("admin", 200),
+    "GET /api/credits": Expect("team", 200),
+    "GET /api/usage": Expect("team", 200),
     # Team routes: ids in the path are team B's, so an allowed key of team A gets 404.
     "GET /api/models": Expect("team", 200),
     "POST /api/jobs": Expect("team", 202, body={"requests": [CHAT]}),

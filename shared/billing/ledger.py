@@ -1,0 +1,270 @@
+"""The credit ledger: every change of a team's balance is one append-only entry, written in the
+transaction of the change, with the balance after it; so the entries always sum to the balance.
+
+Grants carry what is left of them (`remaining`) and an optional expiry; charges and negative
+adjustments burn them earliest expiry first (never-expiring last), then oldest. A grant's
+expired remainder leaves the balance by an `expiry` entry. Callers hold the team's row lock
+(`lock_team`) for the whole change; grants are locked after it (lock order: calls, jobs, budget
+rows, teams, grants).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.billing.periods import clock, next_period_start, period_start
+from shared.ids import new_id
+from shared.models import CreditEntry, CreditGrant, Team
+from shared.money import money_str
+from shared.webhooks.events import record_event
+
+EntryKind = Literal["grant", "charge", "refund", "adjustment", "expiry"]
+
+
+async def lock_team(session: AsyncSession, team_id: str) -> Team:
+    """The team row, locked for a balance change. FOR NO KEY UPDATE: it must not wait for the
+    key-share locks that foreign-key checks of rows referencing the team hold (a call updated
+    twice in one transaction takes one), or those transactions and this one deadlock."""
+    stmt = (
+        select(Team)
+        .where(Team.id == team_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def append(
+    session: AsyncSession,
+    team: Team,
+    kind: EntryKind,
+    amount: Decimal,
+    *,
+    job_id: str | None = None,
+    grant_id: str | None = None,
+    note: str = "",
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> CreditEntry:
+    """Apply `amount` (signed) to the locked team's balance and record it."""
+    team.credits_balance = Decimal(team.credits_balance) + amount
+    entry = CreditEntry(
+        team_id=team.id,
+        kind=kind,
+        amount=amount,
+        balance_after=team.credits_balance,
+        job_id=job_id,
+        grant_id=grant_id,
+        note=note,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        created_at=clock(),
+    )
+    session.add(entry)
+    await session.flush()
+    await _low_credits(session, team)
+    return entry
+
+
+async def add_grant(
+    session: AsyncSession,
+    team: Team,
+    amount: Decimal,
+    *,
+    kind: EntryKind = "grant",
+    expires_at: datetime | None = None,
+    allowance_period: datetime | None = None,
+    note: str = "",
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> CreditEntry:
+    """Grant `amount` > 0 credits to the locked team (optionally expiring)."""
+    grant = CreditGrant(
+        id=new_id("grant"),
+        team_id=team.id,
+        amount=amount,
+        remaining=amount,
+        expires_at=expires_at,
+        allowance_period=allowance_period,
+        note=note,
+        created_at=clock(),
+    )
+    session.add(grant)
+    await session.flush()
+    return await append(
+        session,
+        team,
+        kind,
+        amount,
+        grant_id=grant.id,
+        note=note,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+
+
+async def burn(session: AsyncSession, team_id: str, amount: Decimal) -> Decimal:
+    """Use up `amount` of the team's live grants in burn order; returns what no grant covered."""
+    now = clock()
+    grants = (
+        (
+            await session.execute(
+                select(CreditGrant)
+                .where(
+                    CreditGrant.team_id == team_id,
+                    CreditGrant.remaining > 0,
+                    (CreditGrant.expires_at.is_(None)) | (CreditGrant.expires_at > now),
+                )
+                .order_by(
+                    CreditGrant.expires_at.asc().nulls_last(),
+                    CreditGrant.created_at,
+                    CreditGrant.id,
+                )
+                .with_for_update()
+            )
+        )
+        .scalars()
+        .all()
+    )
+    left = amount
+    for grant in grants:
+        if left <= 0:
+            break
+        take = min(Decimal(grant.remaining), left)
+        grant.remaining = Decimal(grant.remaining) - take
+        left -= take
+    await session.flush()
+    return left
+
+
+async def debit(
+    session: AsyncSession,
+    team: Team,
+    kind: EntryKind,
+    amount: Decimal,
+    *,
+    job_id: str | None = None,
+    note: str = "",
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> CreditEntry:
+    """Take `amount` > 0 from the locked team: a charge or a negative adjustment."""
+    await burn(session, team.id, amount)
+    return await append(
+        session,
+        team,
+        kind,
+        -amount,
+        job_id=job_id,
+        note=note,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+
+
+async def expire_grants(session: AsyncSession, *, limit: int = 500) -> int:
+    """Record an `expiry` entry for each expired grant's remainder; returns how many."""
+    now = clock()
+    rows = (
+        await session.execute(
+            select(CreditGrant.id, CreditGrant.team_id)
+            .where(CreditGrant.remaining > 0, CreditGrant.expires_at <= now)
+            .order_by(CreditGrant.team_id, CreditGrant.id)
+            .limit(limit)
+        )
+    ).all()
+    done = 0
+    for grant_id, team_id in rows:
+        team = await lock_team(session, team_id)
+        grant = (
+            await session.execute(
+                select(CreditGrant).where(CreditGrant.id == grant_id).with_for_update()
+            )
+        ).scalar_one()
+        if grant.remaining <= 0:
+            continue
+        left = Decimal(grant.remaining)
+        grant.remaining = Decimal(0)
+        await append(session, team, "expiry", -left, grant_id=grant.id, note="grant expired")
+        done += 1
+    return done
+
+
+async def grant_allowances(session: AsyncSession, *, limit: int = 500) -> list[str]:
+    """Grant each team with a `monthly_allowance` its grant for this month, once (it expires at
+    the month's end); returns the teams granted."""
+    now = clock()
+    month = period_start(now, "month")
+    has = select(CreditGrant.id).where(
+        CreditGrant.team_id == Team.id, CreditGrant.allowance_period == month
+    )
+    team_ids = (
+        (
+            await session.execute(
+                select(Team.id)
+                .where(Team.monthly_allowance > 0, ~has.exists())
+                .order_by(Team.id)
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    granted = []
+    for team_id in team_ids:
+        team = await lock_team(session, team_id)
+        again = await session.execute(has.where(CreditGrant.team_id == team_id).limit(1))
+        if again.first() is not None or not team.monthly_allowance:
+            continue
+        await add_grant(
+            session,
+            team,
+            Decimal(team.monthly_allowance),
+            expires_at=next_period_start(now, "month"),
+            allowance_period=month,
+            note=f"monthly allowance {month:%Y-%m}",
+        )
+        granted.append(team_id)
+    return granted
+
+
+async def _low_credits(session: AsyncSession, team: Team) -> None:
+    """`credits.low` once each time the available balance falls below the team's threshold;
+    re-armed when it rises to the threshold again."""
+    threshold = team.low_credits_threshold
+    if threshold is None:
+        return
+    available = Decimal(team.credits_balance) - Decimal(team.credits_reserved)
+    if available < threshold and not team.low_credits_notified:
+        team.low_credits_notified = True
+        await record_event(
+            session,
+            team.id,
+            "credits.low",
+            {
+                "team_id": team.id,
+                "balance": _s(team.credits_balance),
+                "reserved": _s(team.credits_reserved),
+                "threshold": _s(threshold),
+            },
+        )
+    elif available >= threshold and team.low_credits_notified:
+        team.low_credits_notified = False
+    await session.flush()
+
+
+def _s(value: Decimal) -> str:
+    return money_str(Decimal(value))
+
+
+async def ledger_sum(session: AsyncSession, team_id: str) -> Decimal:
+    """The sum of a team's entries (equal to its balance: the ledger's invariant)."""
+    stmt = select(func.coalesce(func.sum(CreditEntry.amount), 0)).where(
+        CreditEntry.team_id == team_id
+    )
+    return Decimal((await session.execute(stmt)).scalar_one())
