@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from bench.profile import Profiler, summarise
 from cli.stack import Proc, Stack, free_port, spawn, start_api, start_proxy, start_worker
 from tests.harness import (
     MASTER_KEY,
@@ -176,6 +177,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--latencies", default="0,100", help="provider latencies in ms")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record py-spy profiles of the API and worker during the first platform run into DIR",
+    )
     args = parser.parse_args()
 
     log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-bench-"))
@@ -231,12 +238,21 @@ def main() -> None:
         print(
             f"{'latency':>8} | {'proxy req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'jobs/s':>7} {'submit/s':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5} | {'hook p50':>8} {'p99 ms':>7}"
         )
-        for delay in [int(x) for x in args.latencies.split(",")]:
+        latencies = [int(x) for x in args.latencies.split(",")]
+        for delay in latencies:
             b = asyncio.run(baseline(proxy_url, args.jobs, args.concurrency, delay))
+            profilers = []
+            if args.profile is not None and delay == latencies[0]:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profilers = [
+                    Profiler(proc.popen.pid, args.profile / f"{name}-{delay}ms.txt")
+                    for name, proc in stack.procs.items()
+                ]
             cpu_before = {name: cpu_seconds(proc) for name, proc in stack.procs.items()}
             p = asyncio.run(
                 platform(stack.api_url, key, args.jobs, args.concurrency, delay, sink_url)
             )
+            profiles = [profiler.stop() for profiler in profilers]
             cpu = {
                 name: (cpu_seconds(proc) - cpu_before[name]) * 1000 / args.jobs
                 for name, proc in stack.procs.items()
@@ -250,6 +266,8 @@ def main() -> None:
                 "          CPU per job: "
                 + ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(cpu.items()))
             )
+            for path in profiles:
+                print(summarise(path))
         stack.stop()
     finally:
         for proc in reversed(procs):
