@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     jobs_max_requests: int = 1000
     jobs_max_body_bytes: int = 5 * 1024 * 1024
     jobs_max_messages: int = 500
+    # JSONL submissions (`Content-Type: application/x-ndjson`), as OpenAI's Batch API allows.
+    jobs_max_jsonl_requests: int = 50_000
+    jobs_max_jsonl_bytes: int = 200 * 1024 * 1024
     jobs_open_ttl_seconds: int = 24 * 3600
     jobs_call_wait_max_seconds: float = 120.0
     idempotency_ttl_seconds: int = 24 * 3600
