@@ -149,7 +149,9 @@ async def submit_job(
     submitted = await service.submit_batch(team, data, idempotency_key=idempotency_key)
     if not submitted.created:
         response.headers["Idempotent-Replayed"] = "true"
-    return await service.get_out(team, submitted.job.id)
+        return await service.get_out(team, submitted.job.id)
+    # Just stored (and refreshed): every call is queued; no need to read it all back.
+    return job_out(submitted.job, {CallStatus.QUEUED: len(submitted.call_ids)})
 
 
 @router.post("/jobs/create", status_code=201)
