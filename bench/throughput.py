@@ -197,7 +197,9 @@ def main() -> None:
             )
         )
         proxy_url = f"http://127.0.0.1:{proxy_port}"
-        env = platform_env(db, "saas-llm-bench:" + uuid.uuid4().hex[:6], proxy_url)
+        # Small pools: the Postgres server may be shared, and four processes run at once; a call
+        # holds a connection only while it is claimed or finished.
+        env = platform_env(db + "?pool_size=12&max_overflow=3", "unused", proxy_url)
         env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
         sink_port = free_port()
         sink = spawn(
