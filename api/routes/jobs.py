@@ -266,6 +266,7 @@ def _result_line(call: Any) -> dict[str, Any]:
     }
 
 
+# Every column `_result_line` reads (and only those: the request bodies stay in the database).
 RESULT_COLUMNS = (
     Call.id,
     Call.custom_id,
@@ -274,6 +275,7 @@ RESULT_COLUMNS = (
     Call.error,
     Call.cost_usd,
     Call.litellm_call_id,
+    Call.cached,
 )
 
 
