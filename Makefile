@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-chaos test-browser test-fuzz test-all lint format typecheck bench bench-money migrate clean lock audit
+.PHONY: install up test test-chaos test-browser test-fuzz test-bigjob test-all lint format typecheck bench bench-money migrate clean lock audit
 
 # Every dependency, transitive ones included, comes from requirements.lock with its hashes; the
 # project itself is installed without resolving anything. `make lock` regenerates the locks
@@ -24,7 +24,7 @@ up: $(STAMP)
 	$(BIN)/saas-llm up
 
 test: $(STAMP)
-	$(BIN)/pytest -m "not chaos and not browser and not fuzz"
+	$(BIN)/pytest -m "not chaos and not browser and not fuzz and not bigjob"
 
 test-chaos: $(STAMP)
 	$(BIN)/pytest -m chaos
@@ -36,7 +36,10 @@ test-browser: $(STAMP)
 test-fuzz: $(STAMP)
 	$(BIN)/pytest -m fuzz
 
-test-all: test test-chaos test-browser test-fuzz
+test-bigjob: $(STAMP)
+	$(BIN)/pytest -m bigjob -s
+
+test-all: test test-chaos test-browser test-fuzz test-bigjob
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -45,7 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_on else None,
     )
     errors.install(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.jobs_max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.jobs_max_body_bytes,
+        max_jsonl_bytes=settings.jobs_max_jsonl_bytes,
+    )
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(billing.admin_router)

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("saas_llm.access")
+JSONL_TYPES = (b"application/x-ndjson", b"application/jsonl", b"application/x-jsonlines")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -31,9 +32,23 @@ def _error(status: int, type_: str, message: str, request_id: str) -> bytes:
 class RequestContextMiddleware:
     """Gives each request an id (or keeps a safe `X-Request-ID`), logs it, caps the body size."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, max_jsonl_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # JSONL job submissions (read line by line, never held whole) may be larger.
+        self.max_jsonl_bytes = max_jsonl_bytes or max_body_bytes
+
+    def _limit(self, scope: Scope, headers: dict[bytes, bytes]) -> int:
+        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if (
+            scope.get("method") == "POST"
+            and scope.get("path") == "/api/jobs"
+            and content_type in JSONL_TYPES
+        ):
+            return self.max_jsonl_bytes
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,9 +68,10 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        limit = self._limit(scope, headers)
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject(send_with_id, request_id)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send_with_id, request_id, limit)
             return
 
         received = 0
@@ -66,8 +82,8 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _TooLarge(self.max_body_bytes)
+                if received > limit:
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -80,7 +96,7 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not response_started:
-                await self._reject(send_with_id, request_id)
+                await self._reject(send_with_id, request_id, limit)
         finally:
             state = scope.get("state", {})
             log.info(
@@ -95,11 +111,11 @@ class RequestContextMiddleware:
                 },
             )
 
-    async def _reject(self, send: Send, request_id: str) -> None:
+    async def _reject(self, send: Send, request_id: str, limit: int) -> None:
         body = _error(
             413,
             "payload_too_large",
-            f"request body is larger than {self.max_body_bytes} bytes",
+            f"request body is larger than {limit} bytes",
             request_id,
         )
         await send(

@@ -1,12 +1,15 @@
 """Throughput and latency of the platform against the LiteLLM proxy driven directly.
 
-Starts the whole stack on loopback (fake provider, real LiteLLM proxy, API, one worker), then for
-each provider latency (0 ms and 100 ms by default):
-  * baseline: N chat completions straight to the proxy at concurrency C;
-  * platform: N one-call jobs submitted at concurrency C, each timed from submit to done
-    (the job's own created_at -> finished_at).
-Prints jobs/s, p50/p99, the ratio of the two, and job-end -> webhook-arrival p50/p99. Usage:
-    python -m bench.throughput [--jobs 300] [--concurrency 50] [--latencies 0,100]
+Starts the whole stack on loopback (fake provider, real LiteLLM proxy, and an API plus one worker
+in each gateway mode: `proxy` and `inprocess`), then for each provider latency (0 ms and 100 ms by
+default) and each client concurrency (32 and 128):
+  * proxy: N chat completions straight to the proxy;
+  * platform in each mode: N one-call jobs, each timed from submit to done (the job's own
+    created_at -> finished_at), and each submit timed by the client.
+Prints rates, p50/p99, each mode's ratio to the proxy alone, job-end -> webhook-arrival lag and
+CPU milliseconds per job of the API, the worker and the proxy (from /proc); then a light-load run
+(one job at a time) for the submit-to-done latency against the proxy's own. Usage:
+    python -m bench.throughput [--jobs 300] [--concurrency 32,128] [--latencies 0,100]
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from cli.stack import Proc, Stack, free_port, spawn, start_api, start_proxy, start_worker
+from bench.profile import Profiler, summarise
+from cli.stack import Proc, free_port, spawn, start_api, start_proxy, start_worker
 from tests.harness import (
     MASTER_KEY,
     create_database,
@@ -54,13 +58,24 @@ def body(tag: str, i: int, delay_ms: int) -> dict[str, Any]:
     }
 
 
+TRANSPORT_RETRIES: list[int] = [0]
+
+
 async def run_pool(n: int, concurrency: int, work: Any) -> float:
-    """Run work(i) for i < n with `concurrency` workers; returns wall seconds."""
+    """Run work(i) for i < n with `concurrency` workers; returns wall seconds. A request cut off
+    by the loaded machine (connection reset) is sent again, up to 3 times, and counted."""
     counter = iter(range(n))
 
     async def loop() -> None:
         for i in counter:
-            await work(i)
+            for attempt in range(4):
+                try:
+                    await work(i)
+                    break
+                except httpx.TransportError:
+                    TRANSPORT_RETRIES[0] += 1
+                    if attempt == 3:
+                        raise
 
     started = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(concurrency)))
@@ -119,10 +134,14 @@ async def platform(
     ) as client:
         started = time.perf_counter()
 
+        submit_latencies: list[float] = []
+
         async def submit(i: int) -> None:
+            t = time.perf_counter()
             r = await client.post(
                 "/api/jobs", json={"requests": [body(tag, i, delay_ms)], "job_type": tag}
             )
+            submit_latencies.append(time.perf_counter() - t)
             r.raise_for_status()
             job_ids.append(r.json()["id"])
 
@@ -164,9 +183,37 @@ async def platform(
         "hook_p99": pct(lag, 0.99),
         "rate": n / wall,
         "submit_rate": n / submit_wall,
+        "submit_p50": pct(submit_latencies, 0.5),
+        "submit_p99": pct(submit_latencies, 0.99),
         "p50": pct(latencies, 0.5),
         "p99": pct(latencies, 0.99),
     }
+
+
+def _cpu_per_job(before: dict[str, float], procs: dict[str, Proc], n: int) -> dict[str, float]:
+    return {name: (cpu_seconds(proc) - before[name]) * 1000 / n for name, proc in procs.items()}
+
+
+def _start_mode(
+    env: dict[str, str], mode: str, config: Path, log_dir: Path
+) -> tuple[str, dict[str, Proc]]:
+    """An API and a worker in `mode` (proxy | inprocess), on their own queue."""
+    env = dict(env, WORKER_QUEUE_NAME=f"saas-llm-bench-{mode}:" + uuid.uuid4().hex[:6])
+    if mode == "inprocess":
+        env.update(
+            LLM_GATEWAY="inprocess",
+            LITELLM_CONFIG_PATH=str(config),
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+        )
+    port = free_port()
+    procs = {
+        "api": start_api(env, port, log_dir, name=f"api-{mode}"),
+        "worker": start_worker(env, log_dir, name=f"worker-{mode}"),
+    }
+    return f"http://127.0.0.1:{port}", procs
+
+
+MODES = ("proxy", "inprocess")
 
 
 def main() -> None:
@@ -174,23 +221,31 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", default="32,128", help="client concurrencies")
     parser.add_argument("--latencies", default="0,100", help="provider latencies in ms")
+    parser.add_argument("--light", type=int, default=30, help="jobs for the light-load P2 run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record py-spy profiles of the API and worker during the first platform run into DIR",
+    )
     args = parser.parse_args()
 
     log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-bench-"))
     db = create_database("saasllm_bench_")
     fake, fake_url = start_fake_provider(log_dir)
     procs = [fake]
+    stacks: dict[str, tuple[str, dict[str, Proc]]] = {}
     try:
         proxy_port = free_port()
-        procs.append(
-            start_proxy(
-                platform_env(db, "", ""), fake_proxy_config(log_dir, fake_url), proxy_port, log_dir
-            )
-        )
+        config = fake_proxy_config(log_dir, fake_url)
+        proxy = start_proxy(platform_env(db, "", ""), config, proxy_port, log_dir)
+        procs.append(proxy)
         proxy_url = f"http://127.0.0.1:{proxy_port}"
-        env = platform_env(db, "saas-llm-bench:" + uuid.uuid4().hex[:6], proxy_url)
+        # Small pools: the Postgres server may be shared, and four processes run at once; a call
+        # holds a connection only while it is claimed or finished.
+        env = platform_env(db + "?pool_size=12&max_overflow=3", "unused", proxy_url)
         env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
         sink_port = free_port()
         sink = spawn(
@@ -202,56 +257,85 @@ def main() -> None:
         procs.append(sink)
         sink_url = f"http://127.0.0.1:{sink_port}"
         sink.wait_http(sink_url + "/arrivals")
-        api_port = free_port()
-        stack = Stack(
-            env=env, api_url=f"http://127.0.0.1:{api_port}", proxy_url=proxy_url, log_dir=log_dir
-        )
-        stack.procs["api"] = start_api(env, api_port, log_dir)
-        stack.procs["worker"] = start_worker(env, log_dir)
+        for mode in MODES:
+            stacks[mode] = _start_mode(env, mode, config, log_dir)
+        api_url = stacks["proxy"][0]
         admin = {"Authorization": f"Bearer {MASTER_KEY}"}
         team = "bench-" + uuid.uuid4().hex[:6]
         httpx.post(
-            stack.api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
+            api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
         ).raise_for_status()
-        key = httpx.post(
-            stack.api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin
-        ).json()["key"]
+        key = httpx.post(api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin).json()[
+            "key"
+        ]
         httpx.post(
-            stack.api_url + "/api/webhooks/endpoints",
+            api_url + "/api/webhooks/endpoints",
             json={"url": sink_url + "/"},
             headers={"Authorization": f"Bearer {key}"},
         ).raise_for_status()
-        # warm both paths (imports, pools, model list cache)
+        # warm every path (imports, pools, model list cache, the in-process Router)
         asyncio.run(baseline(proxy_url, 20, 5, 0))
-        asyncio.run(platform(stack.api_url, key, 20, 5, 0))
+        for url, _ in stacks.values():
+            asyncio.run(platform(url, key, 20, 5, 0))
 
+        print(f"jobs={args.jobs} per run (1 call per job, 1 worker, 1 API process per mode)")
         print(
-            f"jobs={args.jobs} concurrency={args.concurrency} (1 call per job, 1 worker, 1 API process)"
+            f"{'latency':>7} {'conc':>4} {'mode':<9} | {'rate/s':>7} {'p50 ms':>7} {'p99 ms':>7} | "
+            f"{'submit p50':>10} {'p99 ms':>6} | {'ratio':>5} | {'hook p50':>8} {'p99':>6} | CPU ms per job"
         )
-        print(
-            f"{'latency':>8} | {'proxy req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'jobs/s':>7} {'submit/s':>8} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5} | {'hook p50':>8} {'p99 ms':>7}"
-        )
-        for delay in [int(x) for x in args.latencies.split(",")]:
-            b = asyncio.run(baseline(proxy_url, args.jobs, args.concurrency, delay))
-            cpu_before = {name: cpu_seconds(proc) for name, proc in stack.procs.items()}
-            p = asyncio.run(
-                platform(stack.api_url, key, args.jobs, args.concurrency, delay, sink_url)
-            )
-            cpu = {
-                name: (cpu_seconds(proc) - cpu_before[name]) * 1000 / args.jobs
-                for name, proc in stack.procs.items()
-            }
+        latencies = [int(x) for x in args.latencies.split(",")]
+        profiled = False
+        for delay in latencies:
+            for conc in [int(x) for x in args.concurrency.split(",")]:
+                before = {"proxy": cpu_seconds(proxy)}
+                b = asyncio.run(baseline(proxy_url, args.jobs, conc, delay))
+                proxy_cpu = (cpu_seconds(proxy) - before["proxy"]) * 1000 / args.jobs
+                print(
+                    f"{delay:>5}ms {conc:>4} {'proxy':<9} | {b['rate']:>7.1f} {b['p50'] * 1000:>7.0f} "
+                    f"{b['p99'] * 1000:>7.0f} | {'':>10} {'':>6} | {1:>5.2f} | {'':>8} {'':>6} | "
+                    f"proxy {proxy_cpu:.1f}"
+                )
+                for mode, (url, mode_procs) in stacks.items():
+                    measured = {**mode_procs, "proxy": proxy}
+                    profilers = []
+                    if args.profile is not None and not profiled:
+                        args.profile.mkdir(parents=True, exist_ok=True)
+                        profilers = [
+                            Profiler(proc.popen.pid, args.profile / f"{name}-{mode}-{delay}ms.txt")
+                            for name, proc in mode_procs.items()
+                        ]
+                    cpu_before = {name: cpu_seconds(proc) for name, proc in measured.items()}
+                    p = asyncio.run(platform(url, key, args.jobs, conc, delay, sink_url))
+                    cpu = _cpu_per_job(cpu_before, measured, args.jobs)
+                    profiles = [profiler.stop() for profiler in profilers]
+                    print(
+                        f"{'':>7} {'':>4} {mode:<9} | {p['rate']:>7.1f} {p['p50'] * 1000:>7.0f} "
+                        f"{p['p99'] * 1000:>7.0f} | {p['submit_p50'] * 1000:>10.1f} "
+                        f"{p['submit_p99'] * 1000:>6.1f} | {p['rate'] / b['rate']:>5.2f} | "
+                        f"{p['hook_p50'] * 1000:>8.0f} {p['hook_p99'] * 1000:>6.0f} | "
+                        + ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(cpu.items()))
+                        + f" (platform/proxy {(cpu['api'] + cpu['worker']) / max(proxy_cpu, 1e-9):.2f})"
+                    )
+                    for path in profiles:
+                        print(summarise(path))
+                if args.profile is not None:
+                    profiled = True
+        print(f"requests sent again after a connection error: {TRANSPORT_RETRIES[0]}")
+        # P2: submit-to-done at light load (one job at a time) against the proxy's own latency.
+        print(f"\nlight load (concurrency 1, {args.light} jobs, 0 ms provider): P2")
+        b = asyncio.run(baseline(proxy_url, args.light, 1, 0))
+        print(f"  proxy alone       p50 {b['p50'] * 1000:7.1f} ms  p99 {b['p99'] * 1000:7.1f} ms")
+        for mode, (url, _) in stacks.items():
+            p = asyncio.run(platform(url, key, args.light, 1, 0))
             print(
-                f"{delay:>6}ms | {b['rate']:>11.1f} {b['p50'] * 1000:>7.0f} {b['p99'] * 1000:>7.0f} | "
-                f"{p['rate']:>7.1f} {p['submit_rate']:>8.1f} {p['p50'] * 1000:>7.0f} {p['p99'] * 1000:>7.0f} | "
-                f"{p['rate'] / b['rate']:>5.2f} | {p['hook_p50'] * 1000:>8.0f} {p['hook_p99'] * 1000:>7.0f}"
+                f"  platform {mode:<9} p50 {p['p50'] * 1000:7.1f} ms  p99 {p['p99'] * 1000:7.1f} ms"
+                f"  (p50 +{(p['p50'] - b['p50']) * 1000:.1f} ms, p99 +{(p['p99'] - b['p99']) * 1000:.1f} ms"
+                f" over the proxy; submit p99 {p['submit_p99'] * 1000:.1f} ms)"
             )
-            print(
-                "          CPU per job: "
-                + ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(cpu.items()))
-            )
-        stack.stop()
     finally:
+        for _, mode_procs in stacks.values():
+            for proc in reversed(list(mode_procs.values())):
+                proc.stop()
         for proc in reversed(procs):
             proc.stop()
         drop_database(db)

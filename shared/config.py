@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import PrivateAttr, model_validator
@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     litellm_models_cache_seconds: float = 15.0
     # Response cache TTL for teams with caching on and no cache_ttl_seconds of their own.
     cache_default_ttl_seconds: int = 3600
+    # `proxy`: calls go to the LiteLLM proxy over HTTP. `inprocess`: the worker runs LiteLLM's
+    # Router itself, built from LITELLM_CONFIG_PATH (provider keys then live in the worker).
+    llm_gateway: Literal["proxy", "inprocess"] = "proxy"
+    litellm_config_path: str = "proxy/config.yaml"
 
     admin_api_key: str | None = None
     # Bearer token for /metrics; unset: /metrics answers 404 outside development.
@@ -158,6 +162,9 @@ class Settings(BaseSettings):
     jobs_max_requests: int = 1000
     jobs_max_body_bytes: int = 5 * 1024 * 1024
     jobs_max_messages: int = 500
+    # JSONL submissions (`Content-Type: application/x-ndjson`), as OpenAI's Batch API allows.
+    jobs_max_jsonl_requests: int = 50_000
+    jobs_max_jsonl_bytes: int = 200 * 1024 * 1024
     jobs_open_ttl_seconds: int = 24 * 3600
     jobs_call_wait_max_seconds: float = 120.0
     idempotency_ttl_seconds: int = 24 * 3600

@@ -45,6 +45,17 @@ class Runtime:
         await self.engine.dispose()
 
 
+def default_backend(settings: Settings, http: httpx.AsyncClient) -> LLMBackend:
+    """The gateway `LLM_GATEWAY` names: the LiteLLM proxy, or LiteLLM's Router in this process."""
+    if settings.llm_gateway == "inprocess":
+        from shared.llm.inprocess import InProcessBackend
+
+        return InProcessBackend(settings.litellm_config_path)
+    return ProxyBackend(
+        http, base_url=settings.litellm_proxy_url, master_key=settings.litellm_master_key
+    )
+
+
 def build_runtime(
     settings: Settings,
     queue: Queue,
@@ -61,9 +72,7 @@ def build_runtime(
         job=functools.partial(notify_job, queue, settings),
         team=functools.partial(notify_team, queue, settings),
     )
-    backend = backend or ProxyBackend(
-        http, base_url=settings.litellm_proxy_url, master_key=settings.litellm_master_key
-    )
+    backend = backend or default_backend(settings, http)
     catalog = ModelCatalog(backend, ttl=settings.litellm_models_cache_seconds)
     return Runtime(
         settings=settings,

@@ -46,6 +46,9 @@ async def ready(state: StateDep) -> JSONResponse:
             await session.execute(text("SELECT 1"))
 
     async def proxy() -> None:
+        if state.settings.llm_gateway == "inprocess":
+            await state.catalog.names()  # no proxy: the Router's config must be readable
+            return
         response = await state.http.get(
             state.settings.litellm_proxy_url.rstrip("/") + "/health/liveliness", timeout=3.0
         )

@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import AnyHttpUrl, TypeAdapter
+from sqlalchemy import Select, select
+from starlette.routing import Match
+from starlette.types import Scope
 
 from api.deps import SessionDep, StateDep, TeamDep
+from api.middleware import JSONL_TYPES
 from shared.db import commit
 from shared.errors import BadRequest, ServiceUnavailable
+from shared.jobs.jsonl import JsonlOptions, JsonlSubmission
+from shared.jobs.money import record_job_paused
 from shared.jobs.schemas import CallOut, JobCreate, JobList, JobOut, StepCallCreate, StepJobCreate
 from shared.jobs.service import JobService
 from shared.jobs.views import call_out, job_out
 from shared.models import CALL_TERMINAL, Call, CallStatus, JobStatus
 from shared.money import money_str
+from shared.queue import enqueue_calls
+from shared.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["jobs"])
+log = logging.getLogger("saas_llm.api")
+RESULTS_PAGE = 1000
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
@@ -37,6 +51,88 @@ async def list_models(team: TeamDep, state: StateDep) -> dict[str, Any]:
     allowed = set(team.allowed_models or [])
     data = [{"id": n, "object": "model"} for n in names if not allowed or n in allowed]
     return {"object": "list", "data": data}
+
+
+class _JsonlRoute(APIRoute):
+    """Matches only requests with a JSONL body, so that `POST /api/jobs` takes both bodies."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and not _is_jsonl(scope):
+            return Match.NONE, {}
+        return match, child
+
+
+def _is_jsonl(scope: Scope) -> bool:
+    for name, value in scope.get("headers") or []:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() in JSONL_TYPES
+    return False
+
+
+_background: set[asyncio.Task[None]] = set()
+_URL = TypeAdapter(AnyHttpUrl)
+
+
+async def _enqueue_later(state: Runtime, call_ids: list[str]) -> None:
+    try:
+        await enqueue_calls(state.queue, call_ids)
+    except Exception:
+        log.exception("enqueueing a JSONL job failed; the reconciler will enqueue its calls")
+
+
+async def submit_jsonl(
+    request: Request,
+    team: TeamDep,
+    session: SessionDep,
+    state: StateDep,
+    job_type: Annotated[str | None, Query(max_length=100)] = None,
+    webhook_url: Annotated[str | None, Query(max_length=2000)] = None,
+    timeout_seconds: Annotated[float | None, Query(gt=0, le=3600)] = None,
+    deadline_seconds: Annotated[float | None, Query(gt=0, le=7 * 24 * 3600)] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """Batch style with a JSONL body (`Content-Type: application/x-ndjson`): one request per
+    line, up to `JOBS_MAX_JSONL_REQUESTS`; job fields as query parameters. Read as it arrives
+    and stored in one transaction."""
+    if idempotency_key is not None:
+        raise BadRequest(
+            "Idempotency-Key is not supported with a JSONL body; submit JSON for idempotency",
+            param="Idempotency-Key",
+        )
+    if webhook_url is not None:
+        try:
+            webhook_url = str(_URL.validate_python(webhook_url))
+        except ValueError as exc:
+            raise BadRequest("webhook_url must be an http(s) URL", param="webhook_url") from exc
+    submission = JsonlSubmission(session, state.settings, state.catalog, state.limiter)
+    options = JsonlOptions(job_type, webhook_url, timeout_seconds, deadline_seconds)
+    job = await submission.submit(team, request.stream(), options)
+    if submission.paused:
+        await record_job_paused(session, job)  # it waits for credits or budget, not enqueued
+    await commit(session)
+    if not submission.paused:
+        # Enqueued after the answer (a 50,000-call job takes a while); if this process dies
+        # first, the reconciler enqueues the queued calls it finds without a queue entry.
+        task = asyncio.create_task(_enqueue_later(state, submission.call_ids))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+    return await JobService(session, state).get_out(team, job.id)
+
+
+router.add_api_route(
+    "/jobs",
+    submit_jsonl,
+    methods=["POST"],
+    status_code=202,
+    route_class_override=_JsonlRoute,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            "required": True,
+        }
+    },
+)
 
 
 @router.post("/jobs", status_code=202)
@@ -57,7 +153,9 @@ async def submit_job(
     submitted = await service.submit_batch(team, data, idempotency_key=idempotency_key)
     if not submitted.created:
         response.headers["Idempotent-Replayed"] = "true"
-    return await service.get_out(team, submitted.job.id)
+        return await service.get_out(team, submitted.job.id)
+    # Just stored (and refreshed): every call is queued; no need to read it all back.
+    return job_out(submitted.job, {CallStatus.QUEUED: len(submitted.call_ids)})
 
 
 @router.post("/jobs/create", status_code=201)
@@ -153,7 +251,7 @@ async def get_call(
     return call_out(call, include_request=True)
 
 
-def _result_line(call: Call) -> dict[str, Any]:
+def _result_line(call: Any) -> dict[str, Any]:
     """One result in the shape of OpenAI's Batch output."""
     response = None
     if call.status == CallStatus.SUCCEEDED:
@@ -172,17 +270,71 @@ def _result_line(call: Call) -> dict[str, Any]:
     }
 
 
+# Every column `_result_line` reads (and only those: the request bodies stay in the database).
+RESULT_COLUMNS = (
+    Call.id,
+    Call.custom_id,
+    Call.status,
+    Call.response,
+    Call.error,
+    Call.cost_usd,
+    Call.litellm_call_id,
+    Call.cached,
+)
+
+
+def _results_query(team_id: str, job_id: str) -> Select[Any]:
+    return (
+        select(*RESULT_COLUMNS)
+        .where(Call.team_id == team_id, Call.job_id == job_id)
+        .order_by(Call.custom_id, Call.seq)
+    )
+
+
+async def _jsonl_lines(state: Runtime, team_id: str, job_id: str) -> AsyncIterator[bytes]:
+    """Every result, read through a server-side cursor in its own session: constant memory."""
+    async with state.sessionmaker() as session:
+        rows = await session.stream(
+            _results_query(team_id, job_id).execution_options(yield_per=RESULTS_PAGE)
+        )
+        async for part in rows.partitions():
+            yield "".join(json.dumps(_result_line(row)) + "\n" for row in part).encode()
+
+
 @router.get("/jobs/{job_id}/results", response_model=None)
 async def job_results(
-    job_id: str, request: Request, team: TeamDep, session: SessionDep, state: StateDep
+    job_id: str,
+    request: Request,
+    team: TeamDep,
+    session: SessionDep,
+    state: StateDep,
+    after: str | None = Query(
+        default=None, description="JSON: the custom_id of the previous page's last result."
+    ),
+    limit: int = Query(default=RESULTS_PAGE, ge=1, le=RESULTS_PAGE),
 ) -> Response:
-    """Results in custom_id order: JSON, or JSONL with `Accept: application/x-ndjson`."""
+    """Results in custom_id order: JSON pages (`after`, `limit`; `has_more`, `next_cursor`), or
+    every result streamed as JSONL with `Accept: application/x-ndjson`."""
     service = JobService(session, state)
     job = await service.get(team, job_id)
-    calls = await service.calls(team, job_id)
-    lines = [_result_line(c) for c in calls]
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "application/jsonl" in accept:
-        body = "".join(json.dumps(line) + "\n" for line in lines)
-        return StreamingResponse(iter([body]), media_type="application/x-ndjson")
-    return JSONResponse({"object": "list", "job_id": job.id, "status": job.status, "data": lines})
+        return StreamingResponse(
+            _jsonl_lines(state, team.id, job.id), media_type="application/x-ndjson"
+        )
+    stmt = _results_query(team.id, job.id).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(Call.custom_id > after)
+    rows = (await session.execute(stmt)).all()
+    has_more = len(rows) > limit
+    lines = [_result_line(row) for row in rows[:limit]]
+    return JSONResponse(
+        {
+            "object": "list",
+            "job_id": job.id,
+            "status": job.status,
+            "data": lines,
+            "has_more": has_more,
+            "next_cursor": lines[-1]["custom_id"] if has_more else None,
+        }
+    )

@@ -125,6 +125,16 @@ async def maybe_finish_job(session: AsyncSession, job_id: str) -> Job | None:
     job = await lock_job(session, job_id)
     if job.status not in JOB_CLOSED_ACTIVE:
         return None  # open (step style, more calls may come) or already ended
+    # One index probe instead of counting every call of a big job on each finish: calls start
+    # roughly in seq order, so the last one is active until the job's very end.
+    active = (
+        select(Call.id)
+        .where(Call.job_id == job_id, Call.status.in_(CALL_ACTIVE))
+        .order_by(Call.seq.desc())
+        .limit(1)
+    )
+    if (await session.execute(active)).first() is not None:
+        return None
     counts = await call_counts(session, job_id)
     if any(counts.get(s, 0) for s in CALL_ACTIVE):
         return None

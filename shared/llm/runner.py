@@ -167,9 +167,9 @@ async def _run_claimed(
             log.info("call aborted", extra=extra)
             return "aborted"
         request.cancel()
-        # The worker is stopping: hand the call back without counting this attempt.
-        async with transaction(rt.sessionmaker) as session:
-            await release_call(session, call_id, attempt, delay=0, error=None, refund_attempt=True)
+        # The worker is stopping: hand the call back without counting this attempt (shielded:
+        # a second cancel while stopping must not leave the call running until its lease ends).
+        await _uninterrupted(_hand_back_at_shutdown(rt, call_id, attempt))
         # arq re-queues its cancelled task; this entry covers a worker that exits for good.
         await enqueue_call(rt.queue, call_id, attempts=attempt - 1)
         log.info("call re-queued at shutdown", extra=extra)
@@ -204,6 +204,11 @@ async def _run_claimed(
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
     return "succeeded"
+
+
+async def _hand_back_at_shutdown(rt: Runtime, call_id: str, attempt: int) -> None:
+    async with transaction(rt.sessionmaker) as session:
+        await release_call(session, call_id, attempt, delay=0, error=None, refund_attempt=True)
 
 
 async def _uninterrupted(coro: Coroutine[Any, Any, T]) -> T:

@@ -185,7 +185,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    # Keep-alive longer than any client pool keeps an idle connection: a connection the server
+    # closes just as the proxy reuses it fails the request ("Cannot write to closing transport").
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=300,
+    )
 
 
 if __name__ == "__main__":
