@@ -129,7 +129,14 @@ class TeamUpdate(MoneySettings):
     cache_ttl_seconds: int | None = Field(default=None, ge=1, le=CACHE_TTL_MAX)
     metadata: dict[str, Any] | None = None
 
-    @field_validator("name", "allowed_models", "allowed_tool_types", "allow_file_ids", "metadata")
+    @field_validator(
+        "name",
+        "allowed_models",
+        "allowed_tool_types",
+        "allow_file_ids",
+        "cache_enabled",
+        "metadata",
+    )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Omit a field to keep it; these have no "unset" value (the limits above do: null).
