@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -128,8 +129,11 @@ class Chaos:
 
 
 @pytest.fixture(scope="module")
-def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
-    root = tmp_path_factory.mktemp("chaos")
+def chaos() -> Iterator[Chaos]:
+    # Outside pytest's own temporary root, which pytest keeps at mode 0700 (and resets when
+    # another pytest session starts): the embedded PostgreSQL runs as another user and must
+    # reach its data folder all along.
+    root = Path(tempfile.mkdtemp(prefix="saas-llm-chaos-"))
     logs = root / "logs"
     pg = EmbeddedPostgres(root / "pg", free_port(), secrets.token_hex(8), logs)
     pg.init()
@@ -186,6 +190,8 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     c.provider.stop()
     redis.stop()
     pg.stop()
+    for data in ("pg", "redis"):  # the logs stay, for a failed run's post-mortem
+        shutil.rmtree(root / data, ignore_errors=True)
 
 
 @pytest.fixture
