@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/pytest -m "not chaos and not browser and not fuzz and not bigjob"
 
 test-chaos: $(STAMP)
-	$(BIN)/pytest -m chaos
+	$(BIN)/pytest -m chaos -s  # -s: the CHAOS figures (lost, counted twice, repeats) in the log
 
 # Needs Debian's chromium (/usr/bin/chromium; .ci/run installs it).
 test-browser: $(STAMP)
