@@ -82,8 +82,11 @@ def read(request: Request, state: AppState, cookie: str, max_seconds: float) -> 
     return SessionData(str(data["s"]), str(data["c"]), float(data["e"]), data.get("l"))
 
 
-def clear(response: Response, cookie: str, path: str) -> None:
-    response.delete_cookie(cookie, path=path, httponly=True, samesite="lax")
+def clear(response: Response, cookie: str, path: str, samesite: SameSite = "lax") -> None:
+    # The same SameSite as when set: a browser framing the portal cross-site ignores a Lax one.
+    response.delete_cookie(
+        cookie, path=path, httponly=True, samesite=samesite, secure=samesite == "none"
+    )
 
 
 # -- CSRF -------------------------------------------------------------------------------------
@@ -100,13 +103,22 @@ async def check_csrf(request: Request, expected: str) -> None:
         raise Forbidden("missing or invalid CSRF token: reload the page and try again")
 
 
-def pre_session(request: Request, response: Response, state: AppState) -> str:
-    """The CSRF token of a form shown before any session exists (sign-in, portal entry)."""
+def pre_session(
+    request: Request, response: Response, state: AppState, samesite: SameSite = "lax"
+) -> str:
+    """The CSRF token of a form shown before any session exists (sign-in, portal entry; the
+    portal's is SameSite=None when it may be framed, or a cross-site frame could not post)."""
     current = read(request, state, PRE_COOKIE, PRE_SECONDS)
     if current is not None:
         return current.csrf
     return issue(
-        response, state, cookie=PRE_COOKIE, subject="pre", seconds=PRE_SECONDS, path="/"
+        response,
+        state,
+        cookie=PRE_COOKIE,
+        subject="pre",
+        seconds=PRE_SECONDS,
+        path="/",
+        samesite=samesite,
     ).csrf
 
 

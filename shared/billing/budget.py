@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -245,3 +245,74 @@ async def _thresholds(
             "budget.threshold_crossed",
             {"team_id": team_id, "threshold_pct": threshold, **st.as_dict()},
         )
+
+
+@dataclass(frozen=True)
+class TeamSpend:
+    """One team's budget in its current period, for the dashboard's overview."""
+
+    team_id: str
+    name: str
+    state: BudgetState
+    recorded: bool  # False: no spend or reservation recorded in this period yet
+
+    @property
+    def used_pct(self) -> Decimal:
+        if not self.state.budget_usd:
+            return Decimal(100)
+        used = (self.state.spent_usd + self.state.reserved_usd) * 100 / self.state.budget_usd
+        return min(Decimal(100), used)
+
+
+async def spend_against_budgets(
+    session: AsyncSession, *, limit: int = 50, now: datetime | None = None
+) -> list[TeamSpend]:
+    """Every team with a budget, with this period's spend and reservations, most used first.
+
+    Reads only what the settling transactions maintain (`budget_periods`, by its primary key
+    (team_id, period_start)) for the teams that have a budget: no scan of calls or jobs, and no
+    row is written (a period with no row yet shows 0 spent)."""
+    at = now or clock()
+    starts = {p: period_start(at, p) for p in ("day", "week", "month")}
+    current = (
+        select(Team.id, Team.name, Team.budget_usd, Team.budget_period)
+        .where(Team.budget_usd.is_not(None))
+        .subquery()
+    )
+    period_col = case(
+        *[(current.c.budget_period == p, starts[p]) for p in ("day", "week")],
+        else_=starts["month"],
+    )
+    stmt = (
+        select(
+            current.c.id,
+            current.c.name,
+            current.c.budget_usd,
+            current.c.budget_period,
+            BudgetPeriod.spent_usd,
+            BudgetPeriod.reserved_usd,
+        )
+        .select_from(current)
+        .outerjoin(
+            BudgetPeriod,
+            (BudgetPeriod.team_id == current.c.id) & (BudgetPeriod.period_start == period_col),
+        )
+    )
+    rows = (await session.execute(stmt)).all()
+    out = [
+        TeamSpend(
+            team_id,
+            name,
+            BudgetState(
+                period,
+                starts.get(period, starts["month"]),
+                Decimal(budget),
+                Decimal(spent if spent is not None else 0),
+                Decimal(reserved if reserved is not None else 0),
+            ),
+            recorded=spent is not None,
+        )
+        for team_id, name, budget, period, spent, reserved in rows
+    ]
+    out.sort(key=lambda s: (-s.used_pct, s.team_id))
+    return out[:limit]
