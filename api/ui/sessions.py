@@ -66,7 +66,21 @@ def issue(
         samesite=samesite,
         secure=state.settings.cookie_secure or samesite == "none",
     )
+    if samesite == "none":
+        _partitioned(response, cookie)
     return data
+
+
+def _partitioned(response: Response, cookie: str) -> None:
+    """Add `Partitioned` (CHIPS) to the cookie just set: a framed portal's cookies are kept per
+    embedding site, so browsers that block third-party cookies (Chrome's incognito windows,
+    Playwright's contexts) keep them in the frame. (Python before 3.14 cannot write it.)"""
+    prefix = f"{cookie}=".encode()
+    for i in range(len(response.raw_headers) - 1, -1, -1):
+        name, value = response.raw_headers[i]
+        if name == b"set-cookie" and value.startswith(prefix):
+            response.raw_headers[i] = (name, value + b"; Partitioned")
+            return
 
 
 def read(request: Request, state: AppState, cookie: str, max_seconds: float) -> SessionData | None:
@@ -87,6 +101,8 @@ def clear(response: Response, cookie: str, path: str, samesite: SameSite = "lax"
     response.delete_cookie(
         cookie, path=path, httponly=True, samesite=samesite, secure=samesite == "none"
     )
+    if samesite == "none":
+        _partitioned(response, cookie)
 
 
 # -- CSRF -------------------------------------------------------------------------------------
