@@ -338,6 +338,13 @@ def test_the_portal_loads_in_an_allowed_origins_iframe_and_not_in_another(
         assert cookie["httpOnly"] is True
         assert cookie.get("partitionKey") == "http://127.0.0.2", cookie
         shoot(page, "portal-framed-1280")
+        # Signing out inside the frame clears the partitioned cookie (a Lax deletion would be
+        # ignored in a cross-site frame).
+        frame.get_by_role("button", name="Sign out").click()
+        expect(
+            frame.get_by_role("heading", name="You are signed out of the portal")
+        ).to_be_visible()
+        assert not [c for c in ctx.cookies() if c["name"] == "saas_llm_portal"]
     finally:
         ctx.close()
 
