@@ -267,7 +267,7 @@ class TeamSpend:
 async def spend_against_budgets(
     session: AsyncSession, *, limit: int = 50, now: datetime | None = None
 ) -> list[TeamSpend]:
-    """Every team with a budget, with this period's spend and reservations, most used first.
+    """The `limit` teams with a budget nearest it: this period's spend and reservations.
 
     Reads only what the settling transactions maintain (`budget_periods`, by its primary key
     (team_id, period_start)) for the teams that have a budget: no scan of calls or jobs, and no
@@ -283,6 +283,8 @@ async def spend_against_budgets(
         *[(current.c.budget_period == p, starts[p]) for p in ("day", "week")],
         else_=starts["month"],
     )
+    used = func.coalesce(BudgetPeriod.spent_usd, 0) + func.coalesce(BudgetPeriod.reserved_usd, 0)
+    share = used / func.nullif(current.c.budget_usd, 0)  # a budget of 0: NULL, listed first
     stmt = (
         select(
             current.c.id,
@@ -297,6 +299,8 @@ async def spend_against_budgets(
             BudgetPeriod,
             (BudgetPeriod.team_id == current.c.id) & (BudgetPeriod.period_start == period_col),
         )
+        .order_by(share.desc().nulls_first(), current.c.id)
+        .limit(limit)
     )
     rows = (await session.execute(stmt)).all()
     out = [
@@ -314,5 +318,4 @@ async def spend_against_budgets(
         )
         for team_id, name, budget, period, spent, reserved in rows
     ]
-    out.sort(key=lambda s: (-s.used_pct, s.team_id))
-    return out[:limit]
+    return out

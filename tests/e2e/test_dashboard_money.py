@@ -89,6 +89,27 @@ def test_a_grant_sent_twice_from_one_form_is_granted_once_and_audited(
     ]
 
 
+def test_a_form_key_sent_again_with_other_values_is_refused_not_granted(
+    signed_in: httpx.Client, admin: httpx.Client, team: TeamClient
+) -> None:
+    form = _grant_form(signed_in, team.team_id)
+    ok = signed_in.post(f"/admin/teams/{team.team_id}/credits", data={**form, "amount": "2"})
+    assert ok.status_code == 303
+    # Back, change the amount, send the same (already used) form again.
+    r = signed_in.post(f"/admin/teams/{team.team_id}/credits", data={**form, "amount": "20"})
+    assert r.status_code == 409, r.text[:300]
+    assert "already sent with other values" in r.text
+    assert [Decimal(e["amount"]) for e in _ledger(admin, team.team_id)] == [Decimal(2)]
+    # An API caller's Idempotency-Key of the same text is another key: no replay of the form's.
+    api = admin.post(
+        f"/api/admin/teams/{team.team_id}/credits",
+        json={"amount": "3"},
+        headers={"Idempotency-Key": form["idempotency_key"]},
+    )
+    assert api.status_code == 201, api.text
+    assert len(_ledger(admin, team.team_id)) == 2
+
+
 @pytest.mark.parametrize(
     ("amount", "expires_at", "message"),
     [
