@@ -28,6 +28,7 @@ from shared.teams.service import TeamService
 router = APIRouter(prefix="/admin/teams", route_class=HTMLRoute, include_in_schema=False)
 # The form's key is namespaced: it can never replay (or conflict with) an API caller's key.
 KEY_PREFIX = "ui-grant:"
+MAX_FIELD = 20_000
 
 
 def _resume(session: SessionDep, state: StateDep, team_id: str) -> None:
@@ -91,8 +92,11 @@ async def update_billing(
     team_id: str, request: Request, user: Writer, session: SessionDep, state: StateDep
 ) -> Response:
     raw = await request.form()
-    form = {name: str(raw.get(name, ""))[:20000] for name in (*BILLING_FIELDS, "enforce_credits")}
+    form = {name: str(raw.get(name, "")) for name in (*BILLING_FIELDS, "enforce_credits")}
     try:
+        for name, value in form.items():
+            if len(value) > MAX_FIELD:
+                raise BadRequest(f"{name}: at most {MAX_FIELD} characters", param=name)
         data = team_update(form)
         await TeamService(session).update(team_id, data)
     except BadRequest as exc:
