@@ -4,7 +4,7 @@ Makes a throwaway database, fills it with `--jobs` jobs (one call each) spread o
 100 teams using generate_series, starts the API (uvicorn, no worker or proxy needed to read), signs
 in as an owner, then times `--requests` GETs of each page (sequentially; TTFB = until the first
 body byte) and prints p50/p99 and the bytes of HTML plus the static files each page loads.
-    python -m bench.dashboard [--jobs 1000000] [--requests 200]
+    python -m bench.dashboard [--jobs 1000000] [--requests 200] [--ledger 100000]
 """
 
 from __future__ import annotations
@@ -59,12 +59,28 @@ FROM seq;
 """
 
 
-def fill(url: str, jobs: int) -> float:
+# Money: every team has a daily budget with this period's row; bench-7 has a long ledger.
+FILL_MONEY = """
+UPDATE teams SET budget_usd = 5, budget_period = 'day';
+INSERT INTO budget_periods (team_id, period_start, period, spent_usd, reserved_usd)
+SELECT id, date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', 'day',
+       (row_number() OVER (ORDER BY id)) * 0.04, 0
+FROM teams;
+INSERT INTO credit_entries (team_id, kind, amount, balance_after, note, created_at)
+SELECT 'bench-7', 'grant', 1, n, 'bench', now() - (ENTRIES - n) * interval '1 minute'
+FROM generate_series(1, ENTRIES) n;
+UPDATE teams SET credits_balance = ENTRIES WHERE id = 'bench-7';
+"""
+
+
+def fill(url: str, jobs: int, entries: int) -> float:
     started = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FILL.replace("JOBS", str(int(jobs))).encode())
+        conn.execute(FILL_MONEY.replace("ENTRIES", str(int(entries))).encode())
         conn.execute("VACUUM ANALYZE jobs")
         conn.execute("VACUUM ANALYZE calls")
+        conn.execute("VACUUM ANALYZE credit_entries")
     return time.monotonic() - started
 
 
@@ -109,13 +125,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--ledger", type=int, default=100_000, help="ledger entries of bench-7")
     args = parser.parse_args()
     url = create_database("saasllm_benchui_")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     api = None
     try:
-        print(f"filling {args.jobs} jobs and {args.jobs} calls ...", flush=True)
-        print(f"  filled in {fill(url, args.jobs):.1f}s", flush=True)
+        print(f"filling {args.jobs} jobs and calls, {args.ledger} ledger entries ...", flush=True)
+        print(f"  filled in {fill(url, args.jobs, args.ledger):.1f}s", flush=True)
         env = platform_env(url, "bench-ui:q", "http://127.0.0.1:9")
         env.update(SAAS_LLM_ADMIN_PASSWORD="bench-password-123")
         import subprocess
@@ -158,7 +175,16 @@ def main() -> int:
                 "jobs ?since= (a day, 10 days ago)": None,
                 "job detail (newest)": f"/admin/jobs/{newest[0]}",
                 "job detail (old, one team)": f"/admin/jobs/{middle[0]}",
+                "team detail with ledger (bench-7)": "/admin/teams/bench-7",
+                "team detail, ledger page 2 (keyset)": None,
+                "overview/live (100 budgets)": "/admin/overview/live",
             }
+            team_page = client.get("/admin/teams/bench-7").text
+            older = re.search(r"ledger_after=(\d+)", team_page)
+            assert older
+            pages["team detail, ledger page 2 (keyset)"] = (
+                f"/admin/teams/bench-7?ledger_after={older.group(1)}"
+            )
             first = client.get("/admin/jobs").text
             before = re.search(r"before=(job_[0-9A-Z]+)", first)
             assert before
@@ -169,7 +195,8 @@ def main() -> int:
             until = (datetime.now(UTC) - timedelta(days=9)).strftime("%Y-%m-%dT%H:%M")
             pages["jobs ?since= (a day, 10 days ago)"] = f"/admin/jobs?since={day}&until={until}"
             print(
-                f"\nTTFB over {args.requests} sequential requests each ({args.jobs} jobs stored):"
+                f"\nTTFB over {args.requests} sequential requests each ({args.jobs} jobs, "
+                f"{args.ledger} ledger entries of bench-7 stored):"
             )
             print(f"{'page':45} {'p50 ms':>8} {'p99 ms':>8} {'HTML KB':>8}")
             for name, path in pages.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -208,6 +209,14 @@ class Settings(BaseSettings):
             self.admin_api_key = self.litellm_master_key
         if not self.webhook_secrets_key and self.is_development:
             self.webhook_secrets_key = DEV_WEBHOOK_SECRETS_KEY
+        for origin in self.frame_ancestors:
+            # Each becomes a CSP source: only scheme://host[:port] (a `*.` subdomain wildcard at
+            # most), never `*`, a quoted keyword or a `;` that would add a directive.
+            if not FRAME_ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"PORTAL_FRAME_ANCESTORS: {origin!r} is not an origin such as "
+                    "https://app.example.com"
+                )
         return self
 
     @property
@@ -308,6 +317,9 @@ class Settings(BaseSettings):
                 f"refusing to start in {self.environment!r} (set ENVIRONMENT=development for "
                 "local use): " + "; ".join(problems)
             )
+
+
+FRAME_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?")
 
 
 class DatabaseURL:

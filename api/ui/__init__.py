@@ -16,8 +16,8 @@ STATIC = Path(__file__).parent / "static"
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard, the portal and their static files on the API app."""
-    from api.ui import admin_jobs, admin_pages, admin_teams, auth, portal
+    from api.ui import admin_jobs, admin_money, admin_pages, admin_teams, auth, portal
 
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
-    for module in (auth, admin_pages, admin_teams, admin_jobs, portal):
+    for module in (auth, admin_pages, admin_teams, admin_money, admin_jobs, portal):
         app.include_router(module.router)

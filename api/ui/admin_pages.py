@@ -16,6 +16,7 @@ from api.ui.auth import CurrentAdmin, Owner, Writer, audit
 from api.ui.web import HTMLRoute, render, secure_headers
 from shared.admin import stats
 from shared.admin.service import AdminAccounts, AuditLog
+from shared.billing import budget as budgets
 from shared.db import after_commit
 from shared.errors import BadRequest, NotFound
 from shared.models import ADMIN_ROLES, DeliveryStatus, Team, WebhookDelivery
@@ -26,6 +27,7 @@ from shared.webhooks.service import WebhookService
 DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
 router = APIRouter(prefix="/admin", route_class=HTMLRoute, include_in_schema=False)
 MAX_RANGE_DAYS = 366
+SPEND_ROWS = 20
 
 
 async def _queue_health(state: StateDep) -> dict[str, Any]:
@@ -60,6 +62,7 @@ async def overview_live(
 ) -> Response:
     """The live part of the overview, polled by htmx every few seconds."""
     data = await stats.overview(session)
+    spend = await budgets.spend_against_budgets(session, limit=SPEND_ROWS)
     statuses = sorted({s for _, counts in data.hourly for s in counts})
     return render(
         request,
@@ -67,6 +70,8 @@ async def overview_live(
         {
             "o": data,
             "queue": await _queue_health(state),
+            "spend": spend,
+            "spend_rows": SPEND_ROWS,
             "hourly_x": [int(at.timestamp()) for at, _ in data.hourly],
             "hourly_series": {s: [c.get(s, 0) for _, c in data.hourly] for s in statuses},
             "cpm_x": [int(at.timestamp()) for at, _ in data.calls_per_minute],

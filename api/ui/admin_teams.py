@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Request
@@ -10,9 +11,11 @@ from pydantic import BaseModel, ValidationError
 
 from api.deps import SessionDep, StateDep
 from api.ui.auth import CurrentAdmin, Writer, audit
+from api.ui.money_forms import billing_form_values
 from api.ui.web import HTMLRoute, render, secure_headers
 from shared.admin import stats
 from shared.admin.service import PortalLinks
+from shared.billing.service import CreditsService
 from shared.errors import BadRequest
 from shared.jobs.repository import JobRepository
 from shared.models import TeamStatus
@@ -75,17 +78,42 @@ async def create_team(
     return _see(f"/admin/teams/{team.id}")
 
 
-async def _team_page(request: Request, session: SessionDep, team_id: str, **extra: Any) -> Response:
+LEDGER_PAGE = 20
+
+
+async def _team_page(
+    request: Request,
+    session: SessionDep,
+    team_id: str,
+    *,
+    status_code: int = 200,
+    **extra: Any,
+) -> Response:
     service = TeamService(session)
     team = await service.get(team_id)
     keys = await service.list_keys(team_id)
     recent = await JobRepository(session).list(
         team_id, status=None, job_type=None, after=None, limit=10
     )
+    # The money views read through the same service as GET /api/credits and the admin ledger.
+    credits = await CreditsService(session).overview(
+        team, after=request.query_params.get("ledger_after") or None, limit=LEDGER_PAGE
+    )
     return render(
         request,
         "admin/team.html",
-        {"page": "teams", "team": team, "keys": keys, "jobs": recent, **extra},
+        {
+            "page": "teams",
+            "team": team,
+            "keys": keys,
+            "jobs": recent,
+            "credits": credits,
+            # A fresh key per rendered grant form: a double submit of that form is one grant.
+            "grant_key": secrets.token_urlsafe(18),
+            "billing": billing_form_values(team),
+            **extra,
+        },
+        status_code=status_code,
     )
 
 

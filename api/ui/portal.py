@@ -21,6 +21,7 @@ from api.ui.web import HTMLRoute, SignInRequired, render, secure_headers
 from shared.admin import stats
 from shared.admin.service import Actor, AuditLog, PortalLinks
 from shared.admin.webhook_test import send_test_event
+from shared.billing.service import CreditsService
 from shared.errors import BadRequest, Unauthorized
 from shared.jobs.views import job_out
 from shared.models import Team
@@ -33,6 +34,13 @@ router = APIRouter(prefix="/portal", route_class=HTMLRoute, include_in_schema=Fa
 
 def _ancestors(state: StateDep) -> str:
     return " ".join(["'self'", *state.settings.frame_ancestors])
+
+
+def _samesite(state: StateDep) -> sessions.SameSite:
+    """None (and so Secure) when other origins may frame the portal: a cross-site frame gets no
+    Lax cookie. Origins on the same site (another port of the same host) would get Lax ones,
+    but the setting cannot tell them apart from other sites, so every framed portal uses None."""
+    return "none" if state.settings.frame_ancestors else "lax"
 
 
 async def portal_team(request: Request, session: SessionDep, state: StateDep) -> Team:
@@ -82,7 +90,7 @@ async def enter_page(token: str, request: Request, state: StateDep) -> Response:
     """A button, not an automatic sign-in: link scanners that GET the URL cannot spend it."""
     request.state.frame_ancestors = _ancestors(state)
     holder = HTMLResponse("")
-    csrf = sessions.pre_session(request, holder, state)
+    csrf = sessions.pre_session(request, holder, state, _samesite(state))
     page = render(request, "portal/enter.html", {"token": token, "form_csrf": csrf})
     for header in holder.headers.getlist("set-cookie"):
         page.headers.append("set-cookie", header)
@@ -97,7 +105,6 @@ async def enter(token: str, request: Request, session: SessionDep, state: StateD
     team = await TeamService(session).get(link.team_id)
     _audit(request, session, team, "portal.enter", link.id)
     response = _see("/portal")
-    framed = bool(state.settings.frame_ancestors)
     sessions.issue(
         response,
         state,
@@ -105,16 +112,16 @@ async def enter(token: str, request: Request, session: SessionDep, state: StateD
         subject=team.id,
         seconds=min(link.session_seconds, state.settings.portal_session_hours * 3600),
         path="/portal",
-        samesite="none" if framed else "lax",
+        samesite=_samesite(state),
         link_id=link.id,
     )
     return response
 
 
 @router.post("/logout")
-async def logout(request: Request, team: PortalWriter) -> Response:
+async def logout(request: Request, team: PortalWriter, state: StateDep) -> Response:
     response = _see("/portal/signed-out")
-    sessions.clear(response, sessions.PORTAL_COOKIE, "/portal")
+    sessions.clear(response, sessions.PORTAL_COOKIE, "/portal", _samesite(state))
     return response
 
 
@@ -191,6 +198,18 @@ async def usage_export(
     start, end = _range(since, until)
     u = await stats.usage(session, start, end, team_id=team.id)
     return usage_csv(u, f"usage-{team.id}-{start}-{end}.csv")
+
+
+# -- credits ----------------------------------------------------------------------------------
+
+
+@router.get("/credits", response_class=HTMLResponse)
+async def credits(
+    request: Request, team: PortalTeam, session: SessionDep, after: str | None = None
+) -> Response:
+    """The team's balance, live grants, budget and ledger: `GET /api/credits`, as a page."""
+    overview = await CreditsService(session).overview(team, after=after or None, limit=20)
+    return render(request, "portal/credits.html", {"page": "credits", "credits": overview})
 
 
 # -- webhooks ---------------------------------------------------------------------------------

@@ -66,7 +66,21 @@ def issue(
         samesite=samesite,
         secure=state.settings.cookie_secure or samesite == "none",
     )
+    if samesite == "none":
+        _partitioned(response, cookie)
     return data
+
+
+def _partitioned(response: Response, cookie: str) -> None:
+    """Add `Partitioned` (CHIPS) to the cookie just set: a framed portal's cookies are kept per
+    embedding site, so browsers that block third-party cookies (Chrome's incognito windows,
+    Playwright's contexts) keep them in the frame. (Python before 3.14 cannot write it.)"""
+    prefix = f"{cookie}=".encode()
+    for i in range(len(response.raw_headers) - 1, -1, -1):
+        name, value = response.raw_headers[i]
+        if name == b"set-cookie" and value.startswith(prefix):
+            response.raw_headers[i] = (name, value + b"; Partitioned")
+            return
 
 
 def read(request: Request, state: AppState, cookie: str, max_seconds: float) -> SessionData | None:
@@ -82,8 +96,13 @@ def read(request: Request, state: AppState, cookie: str, max_seconds: float) -> 
     return SessionData(str(data["s"]), str(data["c"]), float(data["e"]), data.get("l"))
 
 
-def clear(response: Response, cookie: str, path: str) -> None:
-    response.delete_cookie(cookie, path=path, httponly=True, samesite="lax")
+def clear(response: Response, cookie: str, path: str, samesite: SameSite = "lax") -> None:
+    # The same SameSite as when set: a browser framing the portal cross-site ignores a Lax one.
+    response.delete_cookie(
+        cookie, path=path, httponly=True, samesite=samesite, secure=samesite == "none"
+    )
+    if samesite == "none":
+        _partitioned(response, cookie)
 
 
 # -- CSRF -------------------------------------------------------------------------------------
@@ -100,13 +119,22 @@ async def check_csrf(request: Request, expected: str) -> None:
         raise Forbidden("missing or invalid CSRF token: reload the page and try again")
 
 
-def pre_session(request: Request, response: Response, state: AppState) -> str:
-    """The CSRF token of a form shown before any session exists (sign-in, portal entry)."""
+def pre_session(
+    request: Request, response: Response, state: AppState, samesite: SameSite = "lax"
+) -> str:
+    """The CSRF token of a form shown before any session exists (sign-in, portal entry; the
+    portal's is SameSite=None when it may be framed, or a cross-site frame could not post)."""
     current = read(request, state, PRE_COOKIE, PRE_SECONDS)
     if current is not None:
         return current.csrf
     return issue(
-        response, state, cookie=PRE_COOKIE, subject="pre", seconds=PRE_SECONDS, path="/"
+        response,
+        state,
+        cookie=PRE_COOKIE,
+        subject="pre",
+        seconds=PRE_SECONDS,
+        path="/",
+        samesite=samesite,
     ).csrf
 
 

@@ -39,6 +39,10 @@ def _money(value: Decimal | None) -> str:
     return "—" if value is None else "$" + money_str(value)
 
 
+def _credits(value: Decimal | None) -> str:
+    return "—" if value is None else money_str(Decimal(value))
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
@@ -49,7 +53,9 @@ def _json_script(value: Any) -> Markup:
     return Markup(text.replace("&", "\\u0026"))  # noqa: S704 - escaped just above
 
 
-templates.env.filters.update(when=_when, money=_money, pretty=_pretty, json_script=_json_script)
+templates.env.filters.update(
+    when=_when, money=_money, credits=_credits, pretty=_pretty, json_script=_json_script
+)
 templates.env.globals["static"] = lambda name: f"/ui/static/{name}"
 
 

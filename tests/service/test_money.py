@@ -535,3 +535,70 @@ async def test_reconciler_releases_a_dead_workers_reservation_and_resumes_at_a_n
         await queue.aclose()
         async with transaction(sessionmaker) as s:
             await s.execute(delete(Team).where(Team.id == team_id))
+
+
+async def test_spend_against_budgets_reads_this_periods_rows_nearest_the_budget_first(
+    session: AsyncSession, now: list[datetime]
+) -> None:
+    day, week, month = (period_start(T0, p) for p in ("day", "week", "month"))
+    nearly = await _team(session, budget_usd=Decimal("10"), budget_period="day")
+    weekly = await _team(session, budget_usd=Decimal("4"), budget_period="week")
+    idle = await _team(session, budget_usd=Decimal("3"), budget_period="month")
+    zero = await _team(session, budget_usd=Decimal("0"), budget_period="month")
+    unbudgeted = await _team(session)
+    session.add_all(
+        [
+            BudgetPeriod(
+                team_id=nearly.id,
+                period_start=day,
+                period="day",
+                spent_usd=Decimal("8"),
+                reserved_usd=Decimal("1.5"),
+            ),
+            # Yesterday's row is not today's spend.
+            BudgetPeriod(
+                team_id=nearly.id,
+                period_start=day - timedelta(days=1),
+                period="day",
+                spent_usd=Decimal("10"),
+                reserved_usd=Decimal("0"),
+            ),
+            BudgetPeriod(
+                team_id=weekly.id,
+                period_start=week,
+                period="week",
+                spent_usd=Decimal("1"),
+                reserved_usd=Decimal("0"),
+            ),
+            BudgetPeriod(
+                team_id=unbudgeted.id,
+                period_start=month,
+                period="month",
+                spent_usd=Decimal("99"),
+                reserved_usd=Decimal("0"),
+            ),
+        ]
+    )
+    await session.flush()
+    mine = {nearly.id, weekly.id, idle.id, zero.id, unbudgeted.id}
+    rows = [
+        s for s in await budgets.spend_against_budgets(session, limit=10_000) if s.team_id in mine
+    ]
+    assert [s.team_id for s in rows] == [zero.id, nearly.id, weekly.id, idle.id]
+    by = {s.team_id: s for s in rows}
+    assert by[nearly.id].state.spent_usd == Decimal("8")
+    assert by[nearly.id].state.reserved_usd == Decimal("1.5")
+    assert by[nearly.id].used_pct == Decimal("95")
+    assert by[nearly.id].state.period_start == day and by[nearly.id].recorded
+    assert by[weekly.id].state.period_start == week and by[weekly.id].used_pct == Decimal("25")
+    assert not by[idle.id].recorded and by[idle.id].state.spent_usd == 0
+    assert by[zero.id].used_pct == Decimal(100)
+    # Nothing was written: the idle team still has no row this period.
+    assert (
+        await session.execute(select(BudgetPeriod).where(BudgetPeriod.team_id == idle.id))
+    ).first() is None
+    # A new day: the daily team starts from nothing.
+    later = await budgets.spend_against_budgets(
+        session, limit=10_000, now=T0 + timedelta(minutes=2)
+    )
+    assert {s.team_id: s.state.spent_usd for s in later if s.team_id in mine}[nearly.id] == 0
