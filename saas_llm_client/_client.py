@@ -60,6 +60,7 @@ class _Base:
         webhook_url: str | None,
         timeout_seconds: float | None = None,
         deadline_seconds: float | None = None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
         return _drop_none(
             requests=[dict(r) for r in requests],
@@ -68,6 +69,7 @@ class _Base:
             webhook_url=webhook_url,
             timeout_seconds=timeout_seconds,
             deadline_seconds=deadline_seconds,
+            priority=priority,
         )
 
 
@@ -120,13 +122,15 @@ class Client(_Base):
         idempotency_key: str | None = None,
         timeout_seconds: float | None = None,
         deadline_seconds: float | None = None,
+        priority: str | None = None,
     ) -> Job:
         """Batch style: one job with all its calls; returns at once (the job is queued).
 
-        `timeout_seconds` bounds each attempt; `deadline_seconds` fails what is unfinished."""
+        `timeout_seconds` bounds each attempt; `deadline_seconds` fails what is unfinished;
+        `priority` ("high", "normal", "low") orders the job among the team's own queued calls."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = self._submit_body(
-            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds
+            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds, priority
         )
         return Job.from_json(self._call("POST", "/api/jobs", json=body, headers=headers).json())
 
@@ -282,10 +286,11 @@ class AsyncClient(_Base):
         idempotency_key: str | None = None,
         timeout_seconds: float | None = None,
         deadline_seconds: float | None = None,
+        priority: str | None = None,
     ) -> Job:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = self._submit_body(
-            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds
+            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds, priority
         )
         response = await self._call("POST", "/api/jobs", json=body, headers=headers)
         return Job.from_json(response.json())
