@@ -13,8 +13,10 @@ Postgres until the subscription is back; the TTL bounds the time an invalidation
 before the loss of the subscription is noticed. Only successful lookups are cached: an unknown,
 revoked or expired key is looked up every time (and throttled as before).
 
-Money never comes from the snapshot: every credit and budget decision locks and re-reads the
-team row (`shared.billing.ledger.lock_team`, or reads it in SQL).
+Money never comes from the snapshot: the team's counters (balance, reserved credits) are expired
+on every hit, so any read of the team row in the request loads them fresh, and every credit and
+budget decision locks and re-reads the team row anyway (`shared.billing.ledger.lock_team`, or
+reads it in SQL).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from shared.models import ApiKey, Team
 from shared.queue import Queue, team_channel
 
 log = logging.getLogger("saas_llm.api")
+# Columns that change without a team change (credits granted, reserved, charged): never served
+# from the snapshot.
+COUNTERS = ["credits_balance", "credits_reserved", "low_credits_notified", "updated_at"]
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,12 @@ class KeyCache:
         self.entries.clear()
 
     async def team_of(self, session: AsyncSession, entry: CachedKey) -> Team:
-        """The cached team attached to `session` without a query (`merge(load=False)`)."""
-        return await session.merge(entry.team, load=False)
+        """The cached team attached to `session` without a query (`merge(load=False)`), its
+        money counters expired: the next query of the team row in this session loads them (and
+        reading them without one fails loudly instead of showing a stale balance)."""
+        team = await session.merge(entry.team, load=False)
+        session.expire(team, COUNTERS)
+        return team
 
     async def listen(self, queue: Queue, settings: Settings) -> None:
         """Drop a team's entries whenever its channel is woken; run under `shared.retry.forever`.
