@@ -13,8 +13,8 @@ latency at a fixed rate of one-call submissions, open loop (P3); and fairness: t
 (call started_at - created_at) of another team's one-call jobs while one team's flood keeps
 every slot of a worker busy. Ends with the whole run as one Markdown table. Usage:
     python -m bench.throughput [--jobs 300] [--concurrency 32,128] [--latencies 0,100]
-        [--light 30] [--p3-rate 300] [--p3-seconds 3] [--flood 2000] [--fair-slots 16]
-        [--fair-delay 200] [--fair-probes 20]
+        [--light 30] [--p3-rate 300] [--p3-seconds 3] [--flood 2000] [--fair-slots 8]
+        [--fair-delay 1500] [--fair-probes 20]
 """
 
 from __future__ import annotations
@@ -200,6 +200,8 @@ async def fairness(
             await asyncio.sleep(0.05)
         running = []
         for i in range(probes):
+            flood_now = (await client.get(f"/api/jobs/{flood_id}", headers=a)).json()
+            running.append(flood_now["request_counts"]["running"])  # as this job is submitted
             r = await client.post(
                 "/api/jobs", json={"requests": [body(tag + "-b", i, delay_ms)]}, headers=b
             )
@@ -221,8 +223,7 @@ async def fairness(
                     - datetime.fromisoformat(call["created_at"])
                 ).total_seconds()
             )
-            flood_now = (await client.get(f"/api/jobs/{flood_id}", headers=a)).json()
-            running.append(flood_now["request_counts"]["running"])
+        flood_now = (await client.get(f"/api/jobs/{flood_id}", headers=a)).json()
         left = flood_now["request_counts"]["queued"]
         (await client.post(f"/api/jobs/{flood_id}/cancel", headers=a)).raise_for_status()
     return {
@@ -335,8 +336,10 @@ def main() -> None:
     parser.add_argument("--p3-rate", type=float, default=300, help="P3 submits per second")
     parser.add_argument("--p3-seconds", type=float, default=3, help="P3 duration")
     parser.add_argument("--flood", type=int, default=2000, help="calls of the fairness flood")
-    parser.add_argument("--fair-slots", type=int, default=16, help="the fairness worker's slots")
-    parser.add_argument("--fair-delay", type=int, default=200, help="fairness provider ms")
+    # Slots x (1 / provider latency) must stay below what the worker can do, or the slots are
+    # not all busy: on a loaded 2-core box that is a few calls per second.
+    parser.add_argument("--fair-slots", type=int, default=8, help="the fairness worker's slots")
+    parser.add_argument("--fair-delay", type=int, default=1500, help="fairness provider ms")
     parser.add_argument("--fair-probes", type=int, default=20, help="the other team's jobs")
     parser.add_argument(
         "--profile",
@@ -500,7 +503,8 @@ def main() -> None:
             f"{args.fair_delay} ms; another team's {args.fair_probes} one-call jobs queue wait p50 "
             f"{fair['p50'] * 1000:.0f} ms, p99 {fair['p99'] * 1000:.0f} ms, max "
             f"{fair['max'] * 1000:.0f} ms ({fair['p99'] * 1000 / args.fair_delay:.1f} call "
-            f"latencies); flood calls running meanwhile (median) {fair['flood_running']:.0f}, "
+            f"latencies); flood calls running as each was submitted (median) "
+            f"{fair['flood_running']:.0f}, "
             f"still queued after the last job {fair['left']:.0f}"
         )
         print("\n## The run as one table\n")
@@ -526,7 +530,8 @@ def main() -> None:
             f"flood on {args.fair_slots} slots ({args.fair_delay} ms provider, "
             f"{args.fair_probes} jobs) | {fair['p50'] * 1000:,.0f} / {fair['p99'] * 1000:,.0f} / "
             f"{fair['max'] * 1000:,.0f} ms = {fair['p99'] * 1000 / args.fair_delay:.1f} call "
-            f"latencies at p99; {fair['left']:.0f} flood calls still queued |"
+            f"latencies at p99; flood calls running meanwhile (median) "
+            f"{fair['flood_running']:.0f}, still queued at the end {fair['left']:.0f} |"
         )
     finally:
         for _, mode_procs in stacks.values():
