@@ -141,10 +141,15 @@ class Client(_Base):
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         ttl_seconds: int | None = None,
+        priority: str | None = None,
     ) -> Job:
         """Step style: an open job to add calls to, then `complete()`."""
         body = _drop_none(
-            job_type=job_type, metadata=metadata, webhook_url=webhook_url, ttl_seconds=ttl_seconds
+            job_type=job_type,
+            metadata=metadata,
+            webhook_url=webhook_url,
+            ttl_seconds=ttl_seconds,
+            priority=priority,
         )
         return Job.from_json(self._call("POST", "/api/jobs/create", json=body).json())
 
@@ -302,9 +307,14 @@ class AsyncClient(_Base):
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         ttl_seconds: int | None = None,
+        priority: str | None = None,
     ) -> Job:
         body = _drop_none(
-            job_type=job_type, metadata=metadata, webhook_url=webhook_url, ttl_seconds=ttl_seconds
+            job_type=job_type,
+            metadata=metadata,
+            webhook_url=webhook_url,
+            ttl_seconds=ttl_seconds,
+            priority=priority,
         )
         return Job.from_json((await self._call("POST", "/api/jobs/create", json=body)).json())
 

@@ -3,11 +3,14 @@ team to the highest priority (`shared.jobs.fairness`)."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.jobs.fairness import claim_fair
+from shared.jobs.schemas import ChatRequest, JobCreate, StepJobCreate
+from shared.jobs.service import JobService
 from shared.models import Call, CallStatus, JobStatus, Priority, TeamStatus
+from shared.runtime import Runtime
 from tests.service.conftest import Factory
 
 
@@ -78,3 +81,25 @@ async def test_suspended_busy_and_paused_teams_are_passed_over(
     claimed = await claim_fair(session, flood[0].id, 30)
     assert not claimed.swapped and claimed.call is not None and claimed.call.id == flood[0].id
     assert flood_team.id == claimed.call.team_id
+
+
+async def test_the_jobs_priority_is_stored_on_it_and_its_calls(
+    session: AsyncSession, make_job: Factory, runtime: Runtime
+) -> None:
+    team, _, _ = await make_job(0)
+    service = JobService(session, runtime)
+    ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+    batch = await service.submit_batch(
+        team, JobCreate.model_validate({"requests": [ask, ask], "priority": "high"})
+    )
+    step = await service.create_step(team, StepJobCreate(priority=Priority.LOW))
+    added = await service.add_call(team, step.id, ChatRequest.model_validate(ask))
+    default = await service.submit_batch(team, JobCreate.model_validate({"requests": [ask]}))
+    assert (batch.job.priority, step.priority, default.job.priority) == ("high", "low", "normal")
+    ranks = await session.execute(
+        select(Call.job_id, Call.priority).where(Call.team_id == team.id).order_by(Call.job_id)
+    )
+    assert sorted(ranks.all()) == sorted(
+        [(batch.job.id, 0), (batch.job.id, 0), (step.id, 2), (default.job.id, 1)]
+    )
+    assert added.priority == 2
