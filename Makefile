@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-chaos test-browser test-fuzz test-bigjob test-all lint format typecheck bench bench-money migrate clean lock audit
+.PHONY: install up test test-chaos test-browser test-fuzz test-bigjob test-all lint format typecheck bench bench-scale bench-money migrate clean lock audit
 
 # Every dependency, transitive ones included, comes from requirements.lock with its hashes; the
 # project itself is installed without resolving anything. `make lock` regenerates the locks
@@ -71,6 +71,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
+
+# P5: 1 M jobs and 3 M calls in a fresh database, then GET job and list page p50/p99.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 bench-money: $(STAMP)
 	$(BIN)/python -m bench.money

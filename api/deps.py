@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,7 +18,7 @@ from shared.errors import InsufficientScope, Unauthorized
 from shared.models import Team
 from shared.runtime import Runtime
 from shared.teams.limits import AuthThrottle
-from shared.teams.service import KEY_PREFIX_LENGTH, TeamService, touch_key
+from shared.teams.service import KEY_PREFIX_LENGTH, TOUCH_EVERY, TeamService, hash_key, touch_key
 
 log = logging.getLogger("saas_llm.api")
 
@@ -69,23 +70,47 @@ async def get_team(request: Request, session: SessionDep, state: StateDep) -> Te
     """The team owning the request's key, if the key has the route's scope (api/openapi.py).
 
     Refused keys are counted per client address and key prefix; past the throttle's limit the
-    key is not even looked up (429)."""
+    key is not even looked up (429). An authenticated key is cached for a few seconds
+    (shared/teams/keycache.py): its scopes, expiry and team are checked from the cache."""
     token = _bearer(request)
     throttle, address = _throttle(request, state)
-    await throttle.check(address, token[:KEY_PREFIX_LENGTH])
-    service = TeamService(session)
-    try:
-        key, team = await service.authenticate_key(token)
-    except Unauthorized:
-        await throttle.failed(address, token[:KEY_PREFIX_LENGTH])
-        raise
+    prefix = token[:KEY_PREFIX_LENGTH]
+    # Also for a cached key: a throttled address is refused every key, even a good one.
+    await throttle.check(address, prefix)
+    cache = state.key_cache
+    digest = hash_key(token)
+    cached = cache.get(digest) if cache is not None else None
+    now = datetime.now(UTC)
+    if cached is not None and cached.expires_at is not None and cached.expires_at <= now:
+        assert cache is not None
+        cache.drop(digest)
+        cached = None  # looked up again: the lookup refuses it, and counts the failure
+    if cached is not None:
+        assert cache is not None
+        team = await cache.team_of(session, cached)
+        key_id, scopes, last_used = cached.key_id, cached.scopes, cached.last_used_at
+    else:
+        service = TeamService(session)
+        try:
+            key, team = await service.authenticate_key(token)
+        except Unauthorized:
+            await throttle.failed(address, prefix)
+            raise
+        if cache is not None:
+            cache.put(digest, key, team)
+        key_id, last_used = key.id, key.last_used_at
+        scopes = tuple(key.scopes) if key.scopes is not None else None
     required = scope_of(request.method, request.url.path)
-    if key.scopes is not None and required not in key.scopes:
+    if scopes is not None and required not in scopes:
         # A route without a declared scope (none should exist) is open to unrestricted keys only.
         raise InsufficientScope(
             f"this key lacks the {required!r} scope this route needs", required_scope=required
         )
-    if (key_id := service.key_to_touch) is not None:
+    if last_used is None or now - last_used > TOUCH_EVERY:
+        # Recorded after the request commits, in its own transaction: a row lock on the key
+        # must not be held while the request waits on the network.
+        if cache is not None:
+            cache.touched(digest, now)
         sessionmaker = state.sessionmaker
         after_commit(session, lambda: touch_key(sessionmaker, key_id))
     request.state.team_id = team.id

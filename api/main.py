@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +15,9 @@ from api.routes import admin, billing, events, health, jobs, webhooks
 from shared import logs
 from shared.config import Settings, get_settings
 from shared.queue import open_queue
+from shared.retry import forever
 from shared.runtime import build_runtime
+from shared.teams.keycache import KeyCache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,11 +30,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The queue connects on first use: the API starts (and accepts jobs durably) while
         # Redis is down; the reconciler enqueues them once it is back.
-        rt = build_runtime(settings, open_queue(settings, retry_attempts=1, bounded=True))
+        queue = open_queue(settings, retry_attempts=1, bounded=True)
+        cache = KeyCache(settings.auth_key_cache_seconds)
+        rt = build_runtime(settings, queue, key_cache=cache)
         app.state.saas = rt
+        # The key cache is on only while this listener is subscribed (fail closed).
+        listener = asyncio.create_task(
+            forever(lambda: cache.listen(queue, settings), name="key cache listener")
+        )
         try:
             yield
         finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             await rt.aclose()
 
     app = FastAPI(

@@ -1,6 +1,8 @@
 """Cost of the key lookup path of every team request, in µs: the SHA-256 of the key, the
 authentication query (key joined with its team) on a real PostgreSQL, and the failed-auth
-throttle's Redis check (one MGET), each alone and together, as medians over N runs.
+throttle's Redis check (one MGET), each alone and together, as medians over N runs; then the
+same path with the key in the in-process cache (shared/teams/keycache.py): the hash, the cache
+entry and the team attached to the session without a query, and the throttle check.
 
     .venv/bin/python -m bench.key_lookup [-n 2000]
 
@@ -19,6 +21,7 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.db import create_engine, create_sessionmaker
+from shared.teams.keycache import KeyCache
 from shared.teams.limits import AuthThrottle
 from shared.teams.schemas import KeyCreate, TeamCreate
 from shared.teams.service import TeamService, hash_key
@@ -64,13 +67,29 @@ async def main(n: int, url: str) -> None:
                 await throttle.check("127.0.0.1", raw[:10])
                 return await service.authenticate_key(raw)
 
-            for step in (lookup, check):  # warm up connections and statement caches
+            cache = KeyCache(5.0)
+            cache.connected = True
+            key, team = await service.authenticate_key(raw)
+            cache.put(hash_key(raw), key, team)
+
+            async def cached() -> object:
+                entry = cache.get(hash_key(raw))
+                assert entry is not None
+                return await cache.team_of(session, entry)
+
+            async def cached_path() -> object:
+                await throttle.check("127.0.0.1", raw[:10])
+                return await cached()
+
+            for step in (lookup, check, cached):  # warm up connections and statement caches
                 await _median_us(50, step)
             results = {
                 "sha256 of the key": await _median_us(n, digest),
                 "key + team query (PostgreSQL)": await _median_us(n, lookup),
                 "throttle check (Redis MGET)": await _median_us(n, check),
                 "whole lookup path": await _median_us(n, path),
+                "cached: hash + entry + team": await _median_us(n, cached),
+                "cached: whole path (+ throttle)": await _median_us(n, cached_path),
             }
         await redis.aclose()
         await engine.dispose()

@@ -8,14 +8,20 @@ default) and each client concurrency (32 and 128):
     created_at -> finished_at), and each submit timed by the client.
 Prints rates, p50/p99, each mode's ratio to the proxy alone, job-end -> webhook-arrival lag and
 CPU milliseconds per job of the API, the worker and the proxy (from /proc); then a light-load run
-(one job at a time) for the submit-to-done latency against the proxy's own. Usage:
+(one job at a time) for the submit-to-done latency against the proxy's own (P2); API submit
+latency at a fixed rate of one-call submissions, open loop (P3); and fairness: the queue wait
+(call started_at - created_at) of another team's one-call jobs while one team's flood keeps
+every slot of a worker busy. Ends with the whole run as one Markdown table. Usage:
     python -m bench.throughput [--jobs 300] [--concurrency 32,128] [--latencies 0,100]
+        [--light 30] [--p3-rate 300] [--p3-seconds 3] [--flood 2000] [--fair-slots 8]
+        [--fair-delay 1500] [--fair-probes 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -117,6 +123,118 @@ def webhook_lag(sink_url: str, tag: str, finished: dict[str, datetime], n: int) 
     return [arrived[j] - finished[j].timestamp() for j in arrived]
 
 
+async def wait_done(client: httpx.AsyncClient, tag: str) -> None:
+    """Wait for every job of this run: poll the list of its unfinished jobs, not each job."""
+    while True:
+        r = await client.get("/api/jobs", params={"job_type": tag, "status": "queued", "limit": 1})
+        r2 = await client.get(
+            "/api/jobs", params={"job_type": tag, "status": "running", "limit": 1}
+        )
+        if not r.json()["data"] and not r2.json()["data"]:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def fixed_rate(api_url: str, key: str, rate: float, seconds: float) -> dict[str, float]:
+    """P3: one-call submissions sent at `rate` per second for `seconds`, open loop (each at its
+    scheduled moment, whether or not earlier ones were answered); submit latency from the send."""
+    tag = uuid.uuid4().hex[:6]
+    n = max(1, int(rate * seconds))
+    latencies: list[float] = []
+    late: list[float] = []
+    limits = httpx.Limits(max_connections=1000)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        base_url=api_url, limits=limits, timeout=60, headers=headers
+    ) as client:
+        start = time.perf_counter()
+
+        async def one(i: int) -> None:
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            sent = time.perf_counter()
+            late.append(sent - scheduled)  # the client itself falling behind its schedule
+            r = await client.post(
+                "/api/jobs", json={"requests": [body(tag, i, 0)], "job_type": tag}
+            )
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - sent)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - start
+        await wait_done(client, tag)  # let the worker drain them before the next measurement
+    return {
+        "n": n,
+        "rate": rate,
+        "achieved": n / wall,
+        "p50": pct(latencies, 0.5),
+        "p99": pct(latencies, 0.99),
+        "late_p99": pct(late, 0.99),
+    }
+
+
+async def fairness(
+    api_url: str, flood_key: str, other_key: str, flood: int, delay_ms: int, probes: int
+) -> dict[str, float]:
+    """One team submits a `flood`-call job (JSONL); once every slot runs it, another team
+    submits `probes` one-call jobs, one after the other; each one's queue wait is its call's
+    started_at - created_at (both Postgres clocks). The flood is cancelled at the end."""
+    tag = uuid.uuid4().hex[:6]
+    lines = "\n".join(json.dumps(body(tag + "-flood", i, delay_ms)) for i in range(flood))
+    waits: list[float] = []
+    async with httpx.AsyncClient(base_url=api_url, timeout=120) as client:
+        a = {"Authorization": f"Bearer {flood_key}"}
+        b = {"Authorization": f"Bearer {other_key}"}
+        r = await client.post(
+            "/api/jobs",
+            params={"job_type": tag + "-flood"},
+            content=lines.encode(),
+            headers={**a, "Content-Type": "application/x-ndjson"},
+        )
+        r.raise_for_status()
+        flood_id = r.json()["id"]
+        while True:  # every slot busy with the flood, some of it done
+            counts = (await client.get(f"/api/jobs/{flood_id}", headers=a)).json()
+            if counts["request_counts"]["succeeded"] >= 1 and counts["request_counts"]["running"]:
+                break
+            await asyncio.sleep(0.05)
+        running = []
+        for i in range(probes):
+            flood_now = (await client.get(f"/api/jobs/{flood_id}", headers=a)).json()
+            running.append(flood_now["request_counts"]["running"])  # as this job is submitted
+            r = await client.post(
+                "/api/jobs", json={"requests": [body(tag + "-b", i, delay_ms)]}, headers=b
+            )
+            r.raise_for_status()
+            job_id = r.json()["id"]
+            while True:
+                job = (
+                    await client.get(
+                        f"/api/jobs/{job_id}", params={"include_calls": "true"}, headers=b
+                    )
+                ).json()
+                if job["status"] in ("succeeded", "failed", "cancelled", "expired"):
+                    break
+                await asyncio.sleep(0.02)
+            call = job["calls"][0]
+            waits.append(
+                (
+                    datetime.fromisoformat(call["started_at"])
+                    - datetime.fromisoformat(call["created_at"])
+                ).total_seconds()
+            )
+        flood_now = (await client.get(f"/api/jobs/{flood_id}", headers=a)).json()
+        left = flood_now["request_counts"]["queued"]
+        (await client.post(f"/api/jobs/{flood_id}/cancel", headers=a)).raise_for_status()
+    return {
+        "p50": pct(waits, 0.5),
+        "p99": pct(waits, 0.99),
+        "max": max(waits),
+        "left": left,
+        "flood_running": pct([float(x) for x in running], 0.5),
+    }
+
+
 async def platform(
     api_url: str,
     key: str,
@@ -146,17 +264,7 @@ async def platform(
             job_ids.append(r.json()["id"])
 
         submit_wall = await run_pool(n, concurrency, submit)
-        # Wait for all: poll the list of unfinished jobs of this run, not each job.
-        while True:
-            r = await client.get(
-                "/api/jobs", params={"job_type": tag, "status": "queued", "limit": 1}
-            )
-            r2 = await client.get(
-                "/api/jobs", params={"job_type": tag, "status": "running", "limit": 1}
-            )
-            if not r.json()["data"] and not r2.json()["data"]:
-                break
-            await asyncio.sleep(0.05)
+        await wait_done(client, tag)
         wall = time.perf_counter() - started
         latencies: list[float] = []
         finished_at: dict[str, datetime] = {}
@@ -195,10 +303,11 @@ def _cpu_per_job(before: dict[str, float], procs: dict[str, Proc], n: int) -> di
 
 
 def _start_mode(
-    env: dict[str, str], mode: str, config: Path, log_dir: Path
+    env: dict[str, str], mode: str, config: Path, log_dir: Path, name: str = "", **extra: str
 ) -> tuple[str, dict[str, Proc]]:
     """An API and a worker in `mode` (proxy | inprocess), on their own queue."""
-    env = dict(env, WORKER_QUEUE_NAME=f"saas-llm-bench-{mode}:" + uuid.uuid4().hex[:6])
+    name = name or mode
+    env = dict(env, WORKER_QUEUE_NAME=f"saas-llm-bench-{name}:" + uuid.uuid4().hex[:6], **extra)
     if mode == "inprocess":
         env.update(
             LLM_GATEWAY="inprocess",
@@ -207,8 +316,8 @@ def _start_mode(
         )
     port = free_port()
     procs = {
-        "api": start_api(env, port, log_dir, name=f"api-{mode}"),
-        "worker": start_worker(env, log_dir, name=f"worker-{mode}"),
+        "api": start_api(env, port, log_dir, name=f"api-{name}"),
+        "worker": start_worker(env, log_dir, name=f"worker-{name}"),
     }
     return f"http://127.0.0.1:{port}", procs
 
@@ -224,6 +333,14 @@ def main() -> None:
     parser.add_argument("--concurrency", default="32,128", help="client concurrencies")
     parser.add_argument("--latencies", default="0,100", help="provider latencies in ms")
     parser.add_argument("--light", type=int, default=30, help="jobs for the light-load P2 run")
+    parser.add_argument("--p3-rate", type=float, default=300, help="P3 submits per second")
+    parser.add_argument("--p3-seconds", type=float, default=3, help="P3 duration")
+    parser.add_argument("--flood", type=int, default=2000, help="calls of the fairness flood")
+    # Slots x (1 / provider latency) must stay below what the worker can do, or the slots are
+    # not all busy: on a loaded 2-core box that is a few calls per second.
+    parser.add_argument("--fair-slots", type=int, default=8, help="the fairness worker's slots")
+    parser.add_argument("--fair-delay", type=int, default=1500, help="fairness provider ms")
+    parser.add_argument("--fair-probes", type=int, default=20, help="the other team's jobs")
     parser.add_argument(
         "--profile",
         type=Path,
@@ -261,13 +378,17 @@ def main() -> None:
             stacks[mode] = _start_mode(env, mode, config, log_dir)
         api_url = stacks["proxy"][0]
         admin = {"Authorization": f"Bearer {MASTER_KEY}"}
-        team = "bench-" + uuid.uuid4().hex[:6]
-        httpx.post(
-            api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
-        ).raise_for_status()
-        key = httpx.post(api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin).json()[
-            "key"
-        ]
+
+        def new_team() -> str:
+            team = "bench-" + uuid.uuid4().hex[:6]
+            httpx.post(
+                api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
+            ).raise_for_status()
+            made = httpx.post(api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin)
+            made.raise_for_status()
+            return str(made.json()["key"])
+
+        key = new_team()
         httpx.post(
             api_url + "/api/webhooks/endpoints",
             json={"url": sink_url + "/"},
@@ -285,6 +406,7 @@ def main() -> None:
         )
         latencies = [int(x) for x in args.latencies.split(",")]
         profiled = False
+        table: list[str] = []
         for delay in latencies:
             for conc in [int(x) for x in args.concurrency.split(",")]:
                 before = {"proxy": cpu_seconds(proxy)}
@@ -294,6 +416,11 @@ def main() -> None:
                     f"{delay:>5}ms {conc:>4} {'proxy':<9} | {b['rate']:>7.1f} {b['p50'] * 1000:>7.0f} "
                     f"{b['p99'] * 1000:>7.0f} | {'':>10} {'':>6} | {1:>5.2f} | {'':>8} {'':>6} | "
                     f"proxy {proxy_cpu:.1f}"
+                )
+                table.append(
+                    f"| {delay} ms | {conc} | proxy alone | {b['rate']:.1f} | 1.00 | "
+                    f"{b['p50'] * 1000:,.0f} / {b['p99'] * 1000:,.0f} | - | - | "
+                    f"proxy {proxy_cpu:.1f} | - |"
                 )
                 for mode, (url, mode_procs) in stacks.items():
                     measured = {**mode_procs, "proxy": proxy}
@@ -318,6 +445,15 @@ def main() -> None:
                     )
                     for path in profiles:
                         print(summarise(path))
+                    ratio_cpu = (cpu["api"] + cpu["worker"]) / max(proxy_cpu, 1e-9)
+                    table.append(
+                        f"| {delay} ms | {conc} | platform, {mode} | {p['rate']:.1f} | "
+                        f"{p['rate'] / b['rate']:.2f} | {p['p50'] * 1000:,.0f} / "
+                        f"{p['p99'] * 1000:,.0f} | {p['submit_p50'] * 1000:,.1f} / "
+                        f"{p['submit_p99'] * 1000:,.1f} | {p['hook_p50'] * 1000:,.0f} / "
+                        f"{p['hook_p99'] * 1000:,.0f} | api {cpu['api']:.1f}, worker "
+                        f"{cpu['worker']:.1f}, proxy {cpu['proxy']:.1f} | {ratio_cpu:.2f} |"
+                    )
                 if args.profile is not None:
                     profiled = True
         print(f"requests sent again after a connection error: {TRANSPORT_RETRIES[0]}")
@@ -325,6 +461,7 @@ def main() -> None:
         print(f"\nlight load (concurrency 1, {args.light} jobs, 0 ms provider): P2")
         b = asyncio.run(baseline(proxy_url, args.light, 1, 0))
         print(f"  proxy alone       p50 {b['p50'] * 1000:7.1f} ms  p99 {b['p99'] * 1000:7.1f} ms")
+        light = [f"| proxy alone | {b['p50'] * 1000:,.1f} | {b['p99'] * 1000:,.1f} | - | - |"]
         for mode, (url, _) in stacks.items():
             p = asyncio.run(platform(url, key, args.light, 1, 0))
             print(
@@ -332,6 +469,70 @@ def main() -> None:
                 f"  (p50 +{(p['p50'] - b['p50']) * 1000:.1f} ms, p99 +{(p['p99'] - b['p99']) * 1000:.1f} ms"
                 f" over the proxy; submit p99 {p['submit_p99'] * 1000:.1f} ms)"
             )
+            light.append(
+                f"| platform, {mode} | {p['p50'] * 1000:,.1f} | {p['p99'] * 1000:,.1f} | "
+                f"+{(p['p50'] - b['p50']) * 1000:,.1f} / +{(p['p99'] - b['p99']) * 1000:,.1f} | "
+                f"{p['submit_p99'] * 1000:,.1f} |"
+            )
+        # P3: API submit latency at a fixed rate (proxy mode's API).
+        p3 = asyncio.run(fixed_rate(api_url, key, args.p3_rate, args.p3_seconds))
+        print(
+            f"\nP3: {p3['n']} one-call submits at {p3['rate']:.0f}/s (open loop; achieved "
+            f"{p3['achieved']:.0f}/s): submit p50 {p3['p50'] * 1000:.1f} ms, p99 "
+            f"{p3['p99'] * 1000:.1f} ms (client behind schedule p99 {p3['late_p99'] * 1000:.1f} ms)"
+        )
+        # Fairness: a worker with few slots, one team's flood, another team's one-call jobs.
+        for mode_procs in (m for _, m in stacks.values()):
+            mode_procs["worker"].stop()  # the other workers stay idle: give the box to this one
+        fair_url, fair_procs = _start_mode(
+            env, "proxy", config, log_dir, name="fair", WORKER_MAX_JOBS=str(args.fair_slots)
+        )
+        stacks["fair"] = (fair_url, fair_procs)
+        fair = asyncio.run(
+            fairness(
+                fair_url,
+                new_team(),
+                new_team(),
+                args.flood,
+                args.fair_delay,
+                args.fair_probes,
+            )
+        )
+        print(
+            f"\nfairness: {args.flood}-call flood, {args.fair_slots} worker slots, provider "
+            f"{args.fair_delay} ms; another team's {args.fair_probes} one-call jobs queue wait p50 "
+            f"{fair['p50'] * 1000:.0f} ms, p99 {fair['p99'] * 1000:.0f} ms, max "
+            f"{fair['max'] * 1000:.0f} ms ({fair['p99'] * 1000 / args.fair_delay:.1f} call "
+            f"latencies); flood calls running as each was submitted (median) "
+            f"{fair['flood_running']:.0f}, "
+            f"still queued after the last job {fair['left']:.0f}"
+        )
+        print("\n## The run as one table\n")
+        print(
+            "| provider | conc | mode | rate/s | ratio to proxy | submit-to-done p50 / p99 ms"
+            " | API submit p50 / p99 ms | webhook lag p50 / p99 ms | CPU ms per job per process"
+            " | platform CPU / proxy CPU |"
+        )
+        print("|---|---:|---|---:|---:|---:|---:|---:|---|---:|")
+        print("\n".join(table))
+        print(f"\nP2, light load (one job at a time, {args.light} jobs, 0 ms provider):\n")
+        print("| | p50 ms | p99 ms | over the proxy p50 / p99 ms | API submit p99 ms |")
+        print("|---|---:|---:|---:|---:|")
+        print("\n".join(light))
+        print("\n| figure | value |\n|---|---|")
+        print(
+            f"| P3: API submit p50 / p99 at {p3['rate']:.0f} one-call submits/s for "
+            f"{args.p3_seconds:g} s (achieved {p3['achieved']:.0f}/s) | {p3['p50'] * 1000:,.1f} / "
+            f"{p3['p99'] * 1000:,.1f} ms |"
+        )
+        print(
+            f"| fairness: another team's queue wait p50 / p99 / max during a {args.flood}-call "
+            f"flood on {args.fair_slots} slots ({args.fair_delay} ms provider, "
+            f"{args.fair_probes} jobs) | {fair['p50'] * 1000:,.0f} / {fair['p99'] * 1000:,.0f} / "
+            f"{fair['max'] * 1000:,.0f} ms = {fair['p99'] * 1000 / args.fair_delay:.1f} call "
+            f"latencies at p99; flood calls running meanwhile (median) "
+            f"{fair['flood_running']:.0f}, still queued at the end {fair['left']:.0f} |"
+        )
     finally:
         for _, mode_procs in stacks.values():
             for proc in reversed(list(mode_procs.values())):

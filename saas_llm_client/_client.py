@@ -60,6 +60,7 @@ class _Base:
         webhook_url: str | None,
         timeout_seconds: float | None = None,
         deadline_seconds: float | None = None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
         return _drop_none(
             requests=[dict(r) for r in requests],
@@ -68,6 +69,7 @@ class _Base:
             webhook_url=webhook_url,
             timeout_seconds=timeout_seconds,
             deadline_seconds=deadline_seconds,
+            priority=priority,
         )
 
 
@@ -120,13 +122,15 @@ class Client(_Base):
         idempotency_key: str | None = None,
         timeout_seconds: float | None = None,
         deadline_seconds: float | None = None,
+        priority: str | None = None,
     ) -> Job:
         """Batch style: one job with all its calls; returns at once (the job is queued).
 
-        `timeout_seconds` bounds each attempt; `deadline_seconds` fails what is unfinished."""
+        `timeout_seconds` bounds each attempt; `deadline_seconds` fails what is unfinished;
+        `priority` ("high", "normal", "low") orders the job among the team's own queued calls."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = self._submit_body(
-            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds
+            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds, priority
         )
         return Job.from_json(self._call("POST", "/api/jobs", json=body, headers=headers).json())
 
@@ -137,10 +141,15 @@ class Client(_Base):
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         ttl_seconds: int | None = None,
+        priority: str | None = None,
     ) -> Job:
         """Step style: an open job to add calls to, then `complete()`."""
         body = _drop_none(
-            job_type=job_type, metadata=metadata, webhook_url=webhook_url, ttl_seconds=ttl_seconds
+            job_type=job_type,
+            metadata=metadata,
+            webhook_url=webhook_url,
+            ttl_seconds=ttl_seconds,
+            priority=priority,
         )
         return Job.from_json(self._call("POST", "/api/jobs/create", json=body).json())
 
@@ -282,10 +291,11 @@ class AsyncClient(_Base):
         idempotency_key: str | None = None,
         timeout_seconds: float | None = None,
         deadline_seconds: float | None = None,
+        priority: str | None = None,
     ) -> Job:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = self._submit_body(
-            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds
+            requests, job_type, metadata, webhook_url, timeout_seconds, deadline_seconds, priority
         )
         response = await self._call("POST", "/api/jobs", json=body, headers=headers)
         return Job.from_json(response.json())
@@ -297,9 +307,14 @@ class AsyncClient(_Base):
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         ttl_seconds: int | None = None,
+        priority: str | None = None,
     ) -> Job:
         body = _drop_none(
-            job_type=job_type, metadata=metadata, webhook_url=webhook_url, ttl_seconds=ttl_seconds
+            job_type=job_type,
+            metadata=metadata,
+            webhook_url=webhook_url,
+            ttl_seconds=ttl_seconds,
+            priority=priority,
         )
         return Job.from_json((await self._call("POST", "/api/jobs/create", json=body)).json())
 

@@ -108,6 +108,7 @@ class Job:
     finished_at: datetime | None
     calls: list[Call] | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    priority: str = "normal"
 
     @property
     def done(self) -> bool:
@@ -122,6 +123,7 @@ class Job:
             status=d["status"],
             style=d.get("style", ""),
             job_type=d.get("job_type"),
+            priority=d.get("priority", "normal"),
             metadata=d.get("metadata") or {},
             request_counts=RequestCounts(**{k: int(v) for k, v in counts.items()}),
             usage=Usage.from_json(d.get("usage")),

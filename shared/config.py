@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     auth_max_failures_per_address: int = 30
     auth_max_failures_per_key_prefix: int = 30
     auth_throttle_window_seconds: int = 60
+    # Authenticated keys are cached per API process this long (0: off); a revoke, suspension or
+    # team change drops them at once everywhere (shared/teams/keycache.py).
+    auth_key_cache_seconds: float = 5.0
 
     # Open `GET /api/jobs/{id}/events` streams: per team (all API processes) and per process.
     events_max_streams_per_team: int = 10

@@ -138,6 +138,11 @@ def retry_later(job_try: int) -> NoReturn:
     raise RetryTask(defer=backoff(job_try, base=0.1, cap=2.0))
 
 
+def retry_now() -> NoReturn:
+    """Put the current task back at the end of the queue (the fair claim ran another call)."""
+    raise RetryTask(defer=0)
+
+
 def call_task_id(call_id: str, attempts: int) -> str:
     """One queue entry per attempt: enqueueing the same attempt twice is a no-op in arq."""
     return f"call:{call_id}:{attempts}"

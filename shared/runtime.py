@@ -20,6 +20,7 @@ from shared.db import SessionMaker, create_engine, create_sessionmaker, waker_in
 from shared.llm.backend import LLMBackend, ModelCatalog, ProxyBackend
 from shared.llm.client import LLMResult
 from shared.queue import Queue, notify_job, notify_team
+from shared.teams.keycache import KeyCache
 from shared.teams.limits import RedisRequestLimiter, RequestLimiter
 
 
@@ -38,6 +39,8 @@ class Runtime:
     # Worker only: provider requests in flight, by call id, so a cancel can abort them.
     inflight: dict[str, asyncio.Task[LLMResult]] = field(default_factory=dict)
     draining: bool = False
+    # API only: authenticated keys (shared/teams/keycache.py); None: no cache.
+    key_cache: KeyCache | None = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -64,14 +67,19 @@ def build_runtime(
     http: httpx.AsyncClient | None = None,
     backend: LLMBackend | None = None,
     limiter: RequestLimiter | None = None,
+    key_cache: KeyCache | None = None,
 ) -> Runtime:
-    """Wire a runtime; `backend` defaults to the LiteLLM proxy."""
+    """Wire a runtime; `backend` defaults to the LiteLLM proxy. With `key_cache` (the API), a
+    team's change drops its cached keys here at once, and in other processes through Redis."""
     engine = create_engine(settings, pool_size=pool_size)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-    info = waker_info(
-        job=functools.partial(notify_job, queue, settings),
-        team=functools.partial(notify_team, queue, settings),
-    )
+
+    async def team_changed(team_id: str) -> None:
+        if key_cache is not None:
+            key_cache.drop_team(team_id)
+        await notify_team(queue, settings, team_id)
+
+    info = waker_info(job=functools.partial(notify_job, queue, settings), team=team_changed)
     backend = backend or default_backend(settings, http)
     catalog = ModelCatalog(backend, ttl=settings.litellm_models_cache_seconds)
     return Runtime(
@@ -83,4 +91,5 @@ def build_runtime(
         backend=backend,
         catalog=catalog,
         limiter=limiter or RedisRequestLimiter(queue, settings.worker_queue_name),
+        key_cache=key_cache,
     )

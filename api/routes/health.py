@@ -204,4 +204,17 @@ async def metrics(state: StateDep) -> Response:
     latency.labels("0.5").set((row[0] or 0) / 1000)
     latency.labels("0.99").set((row[1] or 0) / 1000)
     depth.set(await state.queue.zcard(state.settings.worker_queue_name))
+    if (cache := state.key_cache) is not None:
+        keys = Gauge(
+            "saas_llm_key_cache",
+            "This API process's cache of authenticated keys: on (1: its invalidation channel is"
+            " subscribed), entries, hits, misses, team changes heard since start",
+            ["what"],
+            registry=registry,
+        )
+        keys.labels("on").set(1 if cache.enabled else 0)
+        keys.labels("entries").set(len(cache.entries))
+        keys.labels("hits").set(cache.hits)
+        keys.labels("misses").set(cache.misses)
+        keys.labels("invalidations").set(cache.invalidations)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

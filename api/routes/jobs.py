@@ -23,10 +23,18 @@ from shared.db import commit
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.jobs.jsonl import JsonlOptions, JsonlSubmission
 from shared.jobs.money import record_job_paused
-from shared.jobs.schemas import CallOut, JobCreate, JobList, JobOut, StepCallCreate, StepJobCreate
+from shared.jobs.schemas import (
+    PRIORITY_DOC,
+    CallOut,
+    JobCreate,
+    JobList,
+    JobOut,
+    StepCallCreate,
+    StepJobCreate,
+)
 from shared.jobs.service import JobService
 from shared.jobs.views import call_out, job_out
-from shared.models import CALL_TERMINAL, Call, CallStatus, JobStatus
+from shared.models import CALL_TERMINAL, Call, CallStatus, JobStatus, Priority
 from shared.money import money_str
 from shared.queue import enqueue_calls
 from shared.runtime import Runtime
@@ -90,6 +98,7 @@ async def submit_jsonl(
     webhook_url: Annotated[str | None, Query(max_length=2000)] = None,
     timeout_seconds: Annotated[float | None, Query(gt=0, le=3600)] = None,
     deadline_seconds: Annotated[float | None, Query(gt=0, le=7 * 24 * 3600)] = None,
+    priority: Annotated[Priority, Query(description=PRIORITY_DOC)] = Priority.NORMAL,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Batch style with a JSONL body (`Content-Type: application/x-ndjson`): one request per
@@ -106,7 +115,7 @@ async def submit_jsonl(
         except ValueError as exc:
             raise BadRequest("webhook_url must be an http(s) URL", param="webhook_url") from exc
     submission = JsonlSubmission(session, state.settings, state.catalog, state.limiter)
-    options = JsonlOptions(job_type, webhook_url, timeout_seconds, deadline_seconds)
+    options = JsonlOptions(job_type, webhook_url, timeout_seconds, deadline_seconds, priority)
     job = await submission.submit(team, request.stream(), options)
     if submission.paused:
         await record_job_paused(session, job)  # it waits for credits or budget, not enqueued

@@ -28,7 +28,7 @@ from shared.errors import AppError, BadRequest, LimitExceeded
 from shared.ids import new_id
 from shared.jobs.admission import Admission, Catalog, reject_nul
 from shared.jobs.schemas import ChatRequest
-from shared.models import Call, CallStatus, Job, JobStatus, JobStyle, Team
+from shared.models import Call, CallStatus, Job, JobStatus, JobStyle, Priority, Team
 from shared.teams.limits import RequestLimiter
 
 CHUNK = 1000
@@ -44,6 +44,7 @@ class JsonlOptions:
     webhook_url: str | None = None
     timeout_seconds: float | None = None
     deadline_seconds: float | None = None
+    priority: Priority = Priority.NORMAL
 
 
 async def lines(chunks: AsyncIterator[bytes], *, max_line_bytes: int) -> AsyncIterator[bytes]:
@@ -114,6 +115,7 @@ class JsonlSubmission:
             job_type=opts.job_type,
             metadata_={},
             status=JobStatus.QUEUED,
+            priority=opts.priority,
             webhook_url=opts.webhook_url,
             total_calls=0,
             deadline_at=(
@@ -200,6 +202,7 @@ class JsonlSubmission:
                     "model_requested": request_body["model"],
                     "request": request_body,
                     "status": CallStatus.QUEUED,
+                    "priority": opts.priority.rank,
                     "max_tokens": worst.tokens if worst else None,
                     "max_billed_usd": worst.billed_usd if worst else None,
                 }

@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from shared.models.status import Priority
 from shared.money import Money
+
+PRIORITY_DOC = (
+    "Order among the team's own queued calls: high before normal before low (then oldest "
+    "first). It never takes slots from other teams: free worker slots go to the team with the "
+    "fewest calls running."
+)
 
 # OpenAI chat-completion parameters passed through to the proxy; anything else is refused so
 # that a customer cannot reach LiteLLM's client-side routing options (api_base, api_key, ...).
@@ -99,6 +106,7 @@ class JobCreate(BaseModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, le=7 * 24 * 3600, description="The job fails what is unfinished then."
     )
+    priority: Priority = Field(default=Priority.NORMAL, description=PRIORITY_DOC)
 
 
 class StepJobCreate(BaseModel):
@@ -111,6 +119,7 @@ class StepJobCreate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhook_url: AnyHttpUrl | None = None
     ttl_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    priority: Priority = Field(default=Priority.NORMAL, description=PRIORITY_DOC)
 
 
 class StepCallCreate(ChatRequest):
@@ -172,6 +181,7 @@ class JobOut(BaseModel):
     style: str
     job_type: str | None
     status: str
+    priority: str = Field(default="normal", description=PRIORITY_DOC)
     metadata: dict[str, Any]
     webhook_url: str | None
     request_counts: RequestCounts

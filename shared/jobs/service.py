@@ -35,6 +35,7 @@ from shared.models import (
     Job,
     JobStatus,
     JobStyle,
+    Priority,
     Team,
 )
 from shared.queue import enqueue_call, enqueue_calls, publish_cancel
@@ -118,6 +119,7 @@ class JobService:
             job_type=data.job_type,
             metadata_=data.metadata,
             status=JobStatus.PAUSED if money.pause_reason else JobStatus.QUEUED,
+            priority=data.priority,
             pause_reason=money.pause_reason,
             paused_from=JobStatus.QUEUED if money.pause_reason else None,
             credits_reserved=money.credits_reserved,
@@ -141,6 +143,7 @@ class JobService:
                 model_requested=body["model"],
                 request=body,
                 status=CallStatus.QUEUED,
+                priority=data.priority.rank,
                 max_tokens=money.worst[i].tokens,
                 max_billed_usd=money.worst[i].billed_usd,
             )
@@ -178,6 +181,7 @@ class JobService:
             job_type=data.job_type,
             metadata_=data.metadata,
             status=JobStatus.OPEN,
+            priority=data.priority,
             webhook_url=str(data.webhook_url) if data.webhook_url else None,
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
         )
@@ -213,6 +217,7 @@ class JobService:
             model_requested=body["model"],
             request=body,
             status=CallStatus.QUEUED,
+            priority=Priority(job.priority).rank,
             max_tokens=worst.tokens,
             max_billed_usd=worst.billed_usd,
         )

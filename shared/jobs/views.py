@@ -50,6 +50,7 @@ def job_out(job: Job, counts: dict[str, int], calls: Sequence[Call] | None = Non
         style=job.style,
         job_type=job.job_type,
         status=job.status,
+        priority=job.priority,
         metadata=job.metadata_,
         webhook_url=job.webhook_url,
         request_counts=rc,

@@ -17,10 +17,10 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import classify_db_error, transaction
+from shared.jobs.fairness import claim_fair
 from shared.jobs.lifecycle import (
     CallOutcome,
     TeamBusy,
-    claim_call,
     fail_call,
     finish_call,
     job_deadline,
@@ -81,44 +81,50 @@ def _success(result: LLMResult) -> CallOutcome:
     )
 
 
-async def run_call(rt: Runtime, call_id: str) -> str:
-    """Run `call_id` if it is still queued; safe to run any number of times.
+async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
+    """Run the fair choice for the queue entry of `call_id` (`shared.jobs.fairness`): that call
+    if it is still queued and its turn, else another team's or a higher priority call; safe to
+    run any number of times.
 
-    Returns "busy" when the team is at its in-flight limit: the task should run again later."""
+    Returns the outcome ("busy" when the team is at its in-flight limit: the entry should run
+    again later) and whether another call than `call_id` ran (the entry goes back to the queue,
+    for its own call)."""
     settings = rt.settings
     lease = settings.worker_lease_seconds
+    swapped = False
     try:
         async with transaction(rt.sessionmaker) as session:
-            call = await claim_call(session, call_id, lease)
+            claimed = await claim_fair(session, call_id, lease)
+            call, swapped = claimed.call, claimed.swapped
             deadline = await job_deadline(session, call.job_id) if call is not None else None
             cache = None
             if call is not None:
                 refused = await reserve_for_call(session, call)
                 if refused is not None:
-                    return await _refused(session, call, refused)
+                    return await _refused(session, call, refused), swapped
                 cache = await cache_policy(
                     session, call.team_id, settings.cache_default_ttl_seconds
                 )
     except TeamBusy:
-        return "busy"
+        return "busy", False
     if call is None:
-        return "skipped"
-    extra = {"call_id": call_id, "job_id": call.job_id, "team_id": call.team_id}
+        return "skipped", False
+    extra = {"call_id": call.id, "job_id": call.job_id, "team_id": call.team_id}
     try:
-        return await _run_claimed(rt, call, deadline, extra, cache)
+        return await _run_claimed(rt, call, deadline, extra, cache), swapped
     except Exception as exc:
         if infrastructure(exc):
             # Postgres or Redis is away. Hand the call back as soon as they return; if they stay
             # away, it stays `running` and the reconciler hands it back when its lease ends.
             if await _hand_back_when_possible(rt, call.id, call.attempts):
-                return "retry"
+                return "retry", swapped
             raise
         # A fault of this call (bad data, a bug): fail it rather than retry it forever.
         log.exception("call could not be processed", extra=extra)
         await _finish(
-            rt, call_id, call.attempts, CallOutcome(CallStatus.FAILED, error=INTERNAL_ERROR)
+            rt, call.id, call.attempts, CallOutcome(CallStatus.FAILED, error=INTERNAL_ERROR)
         )
-        return "failed"
+        return "failed", swapped
 
 
 async def _refused(session: AsyncSession, call: Call, error: dict[str, Any]) -> str:

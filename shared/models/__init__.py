@@ -10,10 +10,12 @@ from shared.models.status import (
     JOB_CLOSED_ACTIVE,
     JOB_LIVE,
     JOB_TERMINAL,
+    PRIORITY_RANK,
     CallStatus,
     DeliveryStatus,
     JobStatus,
     JobStyle,
+    Priority,
     TeamStatus,
 )
 from shared.models.team import ApiKey, Team
@@ -32,6 +34,7 @@ __all__ = [
     "JOB_CLOSED_ACTIVE",
     "JOB_LIVE",
     "JOB_TERMINAL",
+    "PRIORITY_RANK",
     "AdminUser",
     "ApiKey",
     "AuditEntry",
@@ -46,6 +49,7 @@ __all__ = [
     "JobStatus",
     "JobStyle",
     "PortalLink",
+    "Priority",
     "Team",
     "TeamStatus",
     "WebhookAttempt",

@@ -4,11 +4,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, text
+from sqlalchemy import BigInteger, ForeignKey, Index, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base
-from shared.models.status import CallStatus, JobStatus, JobStyle
+from shared.models.status import CallStatus, JobStatus, JobStyle, Priority
 
 
 class Job(Base):
@@ -43,6 +43,7 @@ class Job(Base):
         "metadata", server_default=text("'{}'::jsonb")
     )
     status: Mapped[JobStatus] = mapped_column(String(16))
+    priority: Mapped[Priority] = mapped_column(String(8), server_default="normal")
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -83,6 +84,16 @@ class Call(Base):
             "next_attempt_at",
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
+        # The fair claim (`shared.jobs.fairness`): the teams with queued calls (a loose index
+        # scan) and each team's next call, by priority, then age.
+        Index(
+            "ix_calls_queued_fair",
+            "team_id",
+            "priority",
+            "created_at",
+            "seq",
+            postgresql_where=text("status = 'queued'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -94,6 +105,8 @@ class Call(Base):
     model_used: Mapped[str | None] = mapped_column(String(200))
     request: Mapped[dict[str, Any]]
     status: Mapped[CallStatus] = mapped_column(String(16), server_default="queued")
+    # The job's priority as a rank that sorts (`Priority.rank`: 0 high, 1 normal, 2 low).
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default="1")
     response: Mapped[dict[str, Any] | None]
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]

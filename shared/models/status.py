@@ -44,6 +44,22 @@ class JobStyle(StrEnum):
     STEP = "step"  # calls added one at a time to an open job
 
 
+class Priority(StrEnum):
+    """A job's priority among its own team's queued calls (never across teams: see
+    `shared.jobs.fairness`). Calls store its rank, which sorts: 0 high, 1 normal, 2 low."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return PRIORITY_RANK[self]
+
+
+PRIORITY_RANK: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"

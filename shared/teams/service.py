@@ -29,7 +29,7 @@ from shared.teams.schemas import (
 
 KEY_PREFIX = "sk-"
 KEY_PREFIX_LENGTH = 10  # the part of a key kept for display (and throttled on)
-_TOUCH_EVERY = timedelta(minutes=1)
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 def hash_key(raw: str) -> str:
@@ -96,7 +96,6 @@ class TeamService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.repo = TeamRepository(session)
-        self.key_to_touch: str | None = None
 
     async def create(self, data: TeamCreate) -> Team:
         team = Team(
@@ -151,6 +150,7 @@ class TeamService:
             setattr(team, field, value)
         await self.session.flush()
         await self.session.refresh(team)
+        wake(self.session, "team", team.id)  # also drops the team's cached keys everywhere
         return team
 
     async def set_status(self, team_id: str, status: TeamStatus) -> Team:
@@ -192,6 +192,9 @@ class TeamService:
         if key.revoked_at is None:
             key.revoked_at = datetime.now(UTC)
             await self.session.flush()
+        # Every API process drops the team's cached keys once this commits (a repeated revoke
+        # wakes them again: harmless).
+        wake(self.session, "team", team_id)
         return key
 
     async def authenticate(self, raw: str) -> Team:
@@ -212,10 +215,6 @@ class TeamService:
             raise Unauthorized("this API key has expired")
         if team.status != TeamStatus.ACTIVE:
             raise TeamSuspended(f"team {team.id!r} is {team.status}")
-        if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY:
-            # Recorded after the request commits, in its own transaction: a row lock on the key
-            # must not be held while the request waits on the network.
-            self.key_to_touch = key.id
         return key, team
 
 

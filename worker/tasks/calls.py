@@ -6,7 +6,7 @@ from typing import Any
 
 from shared.jobs.reconciler import reconcile
 from shared.llm.runner import run_call as run_call_service
-from shared.queue import retry_later
+from shared.queue import retry_later, retry_now
 from shared.runtime import Runtime
 
 
@@ -16,10 +16,13 @@ def _deps(ctx: dict[str, Any]) -> Runtime:
 
 
 async def run_call(ctx: dict[str, Any], call_id: str) -> str:
-    """Run one call (arq may deliver this more than once; the row guards it)."""
-    outcome = await run_call_service(_deps(ctx), call_id)
+    """Run the fair choice for this call's queue entry (arq may deliver it more than once; the
+    rows guard it). When another call ran, the entry goes back to the queue for its own call."""
+    outcome, swapped = await run_call_service(_deps(ctx), call_id)
     if outcome == "busy":
         retry_later(int(ctx.get("job_try", 1)))
+    if swapped:
+        retry_now()
     return outcome
 
 

@@ -1,0 +1,105 @@
+"""The fair claim: a free slot goes to the team with the fewest calls running, and within a
+team to the highest priority (`shared.jobs.fairness`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.jobs.fairness import claim_fair
+from shared.jobs.schemas import ChatRequest, JobCreate, StepJobCreate
+from shared.jobs.service import JobService
+from shared.models import Call, CallStatus, JobStatus, Priority, TeamStatus
+from shared.runtime import Runtime
+from tests.service.conftest import Factory
+
+
+async def _set_priority(session: AsyncSession, calls: list[Call], priority: Priority) -> None:
+    await session.execute(
+        update(Call).where(Call.id.in_([c.id for c in calls])).values(priority=priority.rank)
+    )
+
+
+async def test_a_flooding_teams_entry_runs_the_other_teams_call(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    flood_team, _, _ = await make_job(4, call_status=CallStatus.RUNNING)
+    _, _, flood = await make_job(50, team=flood_team)
+    _, _, (single,) = await make_job(1)
+    claimed = await claim_fair(session, flood[0].id, 30)
+    assert claimed.swapped and claimed.call is not None and claimed.call.id == single.id
+    await session.refresh(flood[0])
+    assert flood[0].status == CallStatus.QUEUED  # its entry goes back to the queue
+    # Now both teams are busy and only the flood is left: the entry runs its own call.
+    again = await claim_fair(session, flood[0].id, 30)
+    assert not again.swapped and again.call is not None and again.call.id == flood[0].id
+    # The other team's own entry finds its call already running: nothing to do.
+    assert (await claim_fair(session, single.id, 30)).call is None
+
+
+async def test_ties_keep_the_entrys_own_call(session: AsyncSession, make_job: Factory) -> None:
+    _, _, (a, a2) = await make_job(2)
+    _, _, (b,) = await make_job(1)
+    claimed = await claim_fair(session, a.id, 30)  # both teams have 0 running
+    assert not claimed.swapped and claimed.call is not None and claimed.call.id == a.id
+    fair = await claim_fair(session, b.id, 30)  # 1 and 0 running: its own team is the fewest
+    assert not fair.swapped and fair.call is not None and fair.call.id == b.id
+    # 1, 1 and a new team with none running: the new team's call goes first.
+    _, _, (other,) = await make_job(1)
+    swapped = await claim_fair(session, a2.id, 30)
+    assert swapped.swapped and swapped.call is not None and swapped.call.id == other.id
+
+
+async def test_high_priority_calls_of_a_team_run_before_its_low_ones(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    team, _, low = await make_job(5)
+    await _set_priority(session, low, Priority.LOW)
+    _, _, high = await make_job(3, team=team)
+    await _set_priority(session, high, Priority.HIGH)
+    started = []
+    for entry in low + high:  # the queue's order: the low job's entries first
+        claimed = await claim_fair(session, entry.id, 30)
+        if claimed.call is not None:
+            started.append(claimed.call.id)
+    # The first three low entries ran the high calls; then the low ones ran their own calls; the
+    # high entries found their calls already running.
+    assert started == [c.id for c in high] + [low[3].id, low[4].id]
+
+
+async def test_suspended_busy_and_paused_teams_are_passed_over(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    flood_team, _, flood = await make_job(3)
+    suspended, _, _ = await make_job(1)
+    suspended.status = TeamStatus.SUSPENDED
+    full, _, _ = await make_job(1, call_status=CallStatus.RUNNING, max_calls_in_flight=1)
+    await make_job(1, team=full)
+    await make_job(2, status=JobStatus.PAUSED)
+    await session.flush()
+    # Every other team is suspended, at its limit or paused: the flood's entry runs its own call.
+    claimed = await claim_fair(session, flood[0].id, 30)
+    assert not claimed.swapped and claimed.call is not None and claimed.call.id == flood[0].id
+    assert flood_team.id == claimed.call.team_id
+
+
+async def test_the_jobs_priority_is_stored_on_it_and_its_calls(
+    session: AsyncSession, make_job: Factory, runtime: Runtime
+) -> None:
+    team, _, _ = await make_job(0)
+    service = JobService(session, runtime)
+    ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+    batch = await service.submit_batch(
+        team, JobCreate.model_validate({"requests": [ask, ask], "priority": "high"})
+    )
+    step = await service.create_step(team, StepJobCreate(priority=Priority.LOW))
+    added = await service.add_call(team, step.id, ChatRequest.model_validate(ask))
+    default = await service.submit_batch(team, JobCreate.model_validate({"requests": [ask]}))
+    assert (batch.job.priority, step.priority, default.job.priority) == ("high", "low", "normal")
+    ranks = await session.execute(
+        select(Call.job_id, Call.priority).where(Call.team_id == team.id).order_by(Call.job_id)
+    )
+    assert sorted(ranks.all()) == sorted(
+        [(batch.job.id, 0), (batch.job.id, 0), (step.id, 2), (default.job.id, 1)]
+    )
+    assert added.priority == 2
