@@ -14,6 +14,7 @@ from arq import Worker, cron
 from arq.connections import ArqRedis
 
 from shared import logs
+from shared.billing.periods import install_clock
 from shared.config import get_settings
 from shared.llm.runner import abort_calls, keep_leases
 from shared.queue import (
@@ -38,6 +39,7 @@ log = logging.getLogger("saas_llm.worker")
 settings = get_settings()
 # Refuse to start in production with an unfit secret, before connecting anywhere.
 settings.check_production()
+install_clock(settings)  # BILLING_CLOCK_FILE, development and tests only
 # arq creates its event loop after importing this module: make it uvloop's (as uvicorn's is),
 # which halves the loop's own overhead per task and socket operation.
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
