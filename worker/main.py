@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from arq.connections import ArqRedis
 
 from shared import logs
 from shared.billing.periods import install_clock
+from shared.billing.prices import warm_counter
 from shared.config import get_settings
 from shared.llm.runner import abort_calls, keep_leases
 from shared.queue import (
@@ -87,7 +89,20 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["webhook_worker_task"] = asyncio.create_task(
         forever(lambda: _run_webhook_worker(ctx, queue, rt), name="webhook consumer")
     )
+    ctx["counter_warmup"] = asyncio.create_task(_warm_counter())
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
+
+
+async def _warm_counter() -> None:
+    """LiteLLM's token counter (budget worst cases) imported and loaded in a thread: seconds of
+    CPU once, off the event loop; calls are counted in threads until it is done."""
+    started = time.perf_counter()
+    try:
+        await asyncio.to_thread(warm_counter)
+    except Exception:
+        log.exception("token counter warm-up failed (calls are counted in threads)")
+        return
+    log.info("token counter ready", extra={"seconds": round(time.perf_counter() - started, 2)})
 
 
 def webhook_worker(queue: ArqRedis, rt: Runtime, sender: WebhookSender) -> Worker:
