@@ -237,6 +237,14 @@ def usage_timings(db: str, api_url: str, usage_calls: int) -> None:
         "rollup": {"from": "2000-01-01", "to": "2100-01-01"},
         "raw": {"from": "2000-01-01T00:00:01", "to": "2100-01-01"},
     }
+    floor = []
+    for _ in range(5):
+        started = time.perf_counter()
+        httpx.get(api_url + "/api/credits", headers=headers, timeout=60).raise_for_status()
+        floor.append(time.perf_counter() - started)
+    print(
+        f"GET /api/credits (the floor: auth, one small read) best of 5: {min(floor) * 1000:.1f} ms"
+    )
     answers: dict[str, dict[str, Any]] = {}
     for group_by in ("day", "job_type", "model"):
         for source, window in windows.items():

@@ -55,13 +55,18 @@ async def price_call(
     return billed_price(team, model, prompt_tokens or 0, completion_tokens or 0, cost_usd)
 
 
-# Prompts larger than this are counted in a thread, so that the event loop keeps running (as
-# is every prompt until the counter has been warmed: importing litellm takes seconds).
+# Prompts larger than this are counted in a thread, so that the event loop keeps running.
 COUNT_INLINE_BYTES = 16 * 1024
 
 
 async def call_worst_case(team: Team, call: Call) -> Decimal | None:
-    """The billed USD the call's provider request can cost at most, by LiteLLM's counter."""
+    """The billed USD the call's provider request can cost at most, by LiteLLM's counter.
+
+    Until the worker has warmed the counter (importing litellm takes seconds), the admission's
+    byte bound stands in: it is never below the counter's figure, and waiting here would hold
+    the claim's transaction open past the call's lease."""
+    if not counter_ready() and call.max_billed_usd is not None:
+        return call.max_billed_usd
     body = call.request
     size = len(json.dumps(body.get("messages") or [], ensure_ascii=False))
     if size > COUNT_INLINE_BYTES or not counter_ready():

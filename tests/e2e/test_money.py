@@ -390,11 +390,18 @@ def test_cli_credits_and_usage(
     assert code == 0 and shown["balance"] == "3" and shown["entries"]["data"][0]["kind"] == "charge"
     code, out, _ = run(MASTER_KEY, "credits", "show", team.team_id)
     assert json.loads(out)["balance"] == "3"
+    code, out, _ = run(MASTER_KEY, "credits", "refund", job["id"], "--idempotency-key", "r")
+    assert code == 0 and (json.loads(out)["kind"], json.loads(out)["balance_after"]) == (
+        "refund",
+        "4",
+    )
+    code, out, _ = run(MASTER_KEY, "credits", "refund", job["id"], "--idempotency-key", "r")
+    assert code == 0 and json.loads(out)["balance_after"] == "4"  # replayed, not refunded twice
     code, out, _ = run(team.key, "usage", "--group-by", "model")
     assert code == 0 and "gpt-4o-mini" in out and out.splitlines()[-1].startswith("total")
     code, out, _ = run(team.key, "usage", "--group-by", "model", "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [r["group"] for r in rows] == ["gpt-4o-mini"] and rows[0]["credits"] == "1"
+    assert [r["group"] for r in rows] == ["gpt-4o-mini"] and rows[0]["credits"] == "0"  # refunded
     code, out, _ = run(
         MASTER_KEY, "usage", "--team-id", team.team_id, "--group-by", "team", "--csv"
     )

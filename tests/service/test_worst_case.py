@@ -8,10 +8,12 @@ import os
 import uuid
 from decimal import ROUND_CEILING, Decimal
 
+import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.billing.prices import prompt_bound
+from shared.billing.prices import prompt_bound, warm_counter
+from shared.jobs import money
 from shared.jobs.lifecycle import claim_call
 from shared.jobs.money import reserve_for_call
 from shared.models import Call, Team
@@ -29,6 +31,8 @@ async def test_the_reserved_worst_case_is_litellms_token_count_times_the_prices(
 ) -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     from litellm import token_counter
+
+    warm_counter()  # as the worker does at start
 
     team = Team(
         id="t-" + uuid.uuid4().hex[:10],
@@ -57,3 +61,21 @@ async def test_the_reserved_worst_case_is_litellms_token_count_times_the_prices(
         Decimal("1e-10"), rounding=ROUND_CEILING
     )
     assert claimed.budget_reserved_usd == want
+
+
+async def test_until_the_counter_is_warm_the_admission_bound_stands_in(
+    session: AsyncSession, make_job: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(money, "counter_ready", lambda: False)
+    team = Team(id="t-" + uuid.uuid4().hex[:10], name="t", budget_usd=Decimal(10))
+    session.add(team)
+    await session.flush()
+    _, _, (call,) = await make_job(1, team=team)
+    await session.execute(
+        update(Call).where(Call.id == call.id).values(max_billed_usd=Decimal("0.0123"))
+    )
+    claimed = await claim_call(session, call.id, 60)
+    assert claimed is not None
+    assert await reserve_for_call(session, claimed) is None
+    await session.refresh(claimed)
+    assert claimed.budget_reserved_usd == Decimal("0.0123")
