@@ -11,7 +11,8 @@ live streams are woken once the transaction commits.
 Every change that takes a call out of `running` also settles its budget reservation
 (`shared.billing.budget.settle_calls`) in the same transaction, once its job is locked.
 
-Lock order, everywhere: a job's calls (by id), then the job, then budget rows, then the team.
+Lock order, everywhere: a job's calls (by id), then the job, then budget rows, then the team (then
+its grants and its usage rollup rows).
 Cancel, reconciler and workers take them in that order, so they never deadlock.
 """
 

@@ -1,7 +1,8 @@
 """Money at the moments of a job's life: a call's reservation before its provider request, its
 billed price when it ends, the job's settlement at the job-end transition, pause and resume.
 
-Lock order (as everywhere): a job's calls, the job, budget rows, the team, its grants.
+Lock order (as everywhere): a job's calls, the job, budget rows, the team, its grants, then the
+team's usage rollup rows (in key order).
 """
 
 from __future__ import annotations
