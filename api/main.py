@@ -13,6 +13,7 @@ from api import errors, openapi, ui
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, billing, events, health, jobs, webhooks
 from shared import logs
+from shared.billing.periods import install_clock
 from shared.config import Settings, get_settings
 from shared.queue import open_queue
 from shared.retry import forever
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; connections open in the lifespan, not at import."""
     settings = settings or get_settings()
     settings.check_production()
+    install_clock(settings)
     logs.configure("DEBUG" if settings.debug else "INFO", secrets=settings.secret_values())
 
     @asynccontextmanager

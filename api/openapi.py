@@ -84,6 +84,7 @@ EXTRA: dict[str, tuple[int, ...]] = {
     "POST /api/webhooks/events/{event_id}/redeliver": (409,),
     "POST /api/admin/teams": (409,),
     "POST /api/admin/teams/{team_id}/credits": (409,),
+    "POST /api/admin/jobs/{job_id}/refund": (409,),
 }
 
 _TEXT = {"schema": {"type": "string"}}

@@ -4,15 +4,19 @@ Starts the stack on loopback (fake provider, real LiteLLM proxy, API, one worker
 of N one-call jobs at concurrency C for two teams, alternating: `plain` (no money settings) and
 `money` (usd billing with markup, enforced credits, a budget with thresholds: every check on).
 Prints submit latency p50/p99 for each and the difference, and the API and worker CPU per call.
-Then stores `--usage-calls` calls (in jobs of 4 calls) for one team straight in Postgres and
-times `GET /api/usage` for each grouping. Usage:
+Then stores `--usage-calls` calls (in jobs of 4 calls) for one team straight in Postgres, rolls
+them up as migration 0009 does for jobs stored before it, and times `GET /api/usage` for each
+grouping: from the rollup (a window of whole UTC days) and summed from the jobs and calls (a
+window starting one second after midnight, which the rollup cannot answer). Usage:
     python -m bench.money [--jobs 300] [--concurrency 20] [--rounds 2] [--usage-calls 1000000]
+    [--usage-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import tempfile
 import time
 import uuid
@@ -122,6 +126,17 @@ def store_calls(db: str, team_id: str, calls: int) -> float:
     return time.perf_counter() - started
 
 
+def roll_up(db: str, team_id: str) -> float:
+    """Roll the team's stored jobs up as migration 0009 does; returns seconds taken."""
+    migration = importlib.import_module("shared.migrations.versions.20261202_0009_usage_rollup")
+    sql = migration.BACKFILL.replace("FROM jobs WHERE", "FROM jobs WHERE team_id = %(t)s AND")
+    started = time.perf_counter()
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(sql, {"t": team_id})
+        conn.execute("ANALYZE usage_rollup")
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,6 +145,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--usage-calls", type=int, default=1_000_000)
+    parser.add_argument("--usage-only", action="store_true", help="only the usage timings")
     args = parser.parse_args()
 
     log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-bench-money-"))
@@ -153,6 +169,8 @@ def main() -> None:
         stack.procs["api"] = start_api(env, api_port, log_dir)
         stack.procs["worker"] = start_worker(env, log_dir)
         keys = {"plain": team(stack.api_url, {}), "money": team(stack.api_url, MONEY)}
+        if args.usage_only:
+            args.rounds, keys = 0, {}
         for key in keys.values():  # warm up
             asyncio.run(submit_round(stack.api_url, key, 20, 5))
         lat: dict[str, list[float]] = {"plain": [], "money": []}
@@ -166,57 +184,88 @@ def main() -> None:
                 for p in ("api", "worker"):
                     cpu[name][p] += cpu_seconds(stack.procs[p]) - before[p]
         n = args.jobs * args.rounds
-        print(f"jobs={n} per team, concurrency={args.concurrency}, 1 call per job, 1 API, 1 worker")
-        print(
-            f"{'team':>6} | {'submit p50 ms':>13} {'p99 ms':>7} | {'API CPU ms/call':>15} {'worker CPU ms/call':>18}"
-        )
-        for name in keys:
-            print(
-                f"{name:>6} | {pct(lat[name], 0.5) * 1000:13.1f} {pct(lat[name], 0.99) * 1000:7.1f}"
-                f" | {cpu[name]['api'] / n * 1000:15.2f} {cpu[name]['worker'] / n * 1000:18.2f}"
-            )
-        print(
-            f" added | {(pct(lat['money'], 0.5) - pct(lat['plain'], 0.5)) * 1000:13.1f}"
-            f" {(pct(lat['money'], 0.99) - pct(lat['plain'], 0.99)) * 1000:7.1f}"
-            f" | {(cpu['money']['api'] - cpu['plain']['api']) / n * 1000:15.2f}"
-            f" {(cpu['money']['worker'] - cpu['plain']['worker']) / n * 1000:18.2f}"
-        )
+        if keys:
+            report_checks(n, args.concurrency, keys, lat, cpu)
         if args.usage_calls:
-            team_id = "usage-" + uuid.uuid4().hex[:6]
-            admin = {"Authorization": f"Bearer {MASTER_KEY}"}
-            httpx.post(
-                stack.api_url + "/api/admin/teams",
-                json={"team_id": team_id, "name": team_id},
-                headers=admin,
-            ).raise_for_status()
-            key = httpx.post(
-                stack.api_url + f"/api/admin/teams/{team_id}/keys", json={}, headers=admin
-            ).json()["key"]
-            took = store_calls(db, team_id, args.usage_calls)
-            print(f"stored {args.usage_calls} calls in {args.usage_calls // 4} jobs ({took:.0f} s)")
-            headers = {"Authorization": f"Bearer {key}"}
-            window = {"from": "2000-01-01", "to": "2100-01-01"}
-            for group_by in ("day", "job_type", "model"):
-                times = []
-                for _ in range(3):
-                    started = time.perf_counter()
-                    r = httpx.get(
-                        stack.api_url + "/api/usage",
-                        params={**window, "group_by": group_by},
-                        headers=headers,
-                        timeout=300,
-                    )
-                    times.append(time.perf_counter() - started)
-                    r.raise_for_status()
-                calls = sum(row["calls"] for row in r.json()["data"])
-                assert calls == args.usage_calls, calls
-                print(f"usage group_by={group_by:<8} best of 3: {min(times) * 1000:8.0f} ms")
+            usage_timings(db, stack.api_url, args.usage_calls)
     finally:
         if stack is not None:
             stack.stop()
         for proc in procs:
             proc.stop()
         drop_database(db)
+
+
+def report_checks(
+    n: int,
+    concurrency: int,
+    keys: dict[str, str],
+    lat: dict[str, list[float]],
+    cpu: dict[str, dict[str, float]],
+) -> None:
+    print(f"jobs={n} per team, concurrency={concurrency}, 1 call per job, 1 API, 1 worker")
+    print(
+        f"{'team':>6} | {'submit p50 ms':>13} {'p99 ms':>7} | {'API CPU ms/call':>15} {'worker CPU ms/call':>18}"
+    )
+    for name in keys:
+        print(
+            f"{name:>6} | {pct(lat[name], 0.5) * 1000:13.1f} {pct(lat[name], 0.99) * 1000:7.1f}"
+            f" | {cpu[name]['api'] / n * 1000:15.2f} {cpu[name]['worker'] / n * 1000:18.2f}"
+        )
+    print(
+        f" added | {(pct(lat['money'], 0.5) - pct(lat['plain'], 0.5)) * 1000:13.1f}"
+        f" {(pct(lat['money'], 0.99) - pct(lat['plain'], 0.99)) * 1000:7.1f}"
+        f" | {(cpu['money']['api'] - cpu['plain']['api']) / n * 1000:15.2f}"
+        f" {(cpu['money']['worker'] - cpu['plain']['worker']) / n * 1000:18.2f}"
+    )
+
+
+def usage_timings(db: str, api_url: str, usage_calls: int) -> None:
+    team_id = "usage-" + uuid.uuid4().hex[:6]
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    httpx.post(
+        api_url + "/api/admin/teams", json={"team_id": team_id, "name": team_id}, headers=admin
+    ).raise_for_status()
+    key = httpx.post(api_url + f"/api/admin/teams/{team_id}/keys", json={}, headers=admin).json()[
+        "key"
+    ]
+    took = store_calls(db, team_id, usage_calls)
+    print(f"stored {usage_calls} calls in {usage_calls // 4} jobs ({took:.0f} s)")
+    print(f"rolled them up as migration 0009 does ({roll_up(db, team_id):.1f} s)")
+    headers = {"Authorization": f"Bearer {key}"}
+    windows = {
+        "rollup": {"from": "2000-01-01", "to": "2100-01-01"},
+        "raw": {"from": "2000-01-01T00:00:01", "to": "2100-01-01"},
+    }
+    floor = []
+    for _ in range(5):
+        started = time.perf_counter()
+        httpx.get(api_url + "/api/credits", headers=headers, timeout=60).raise_for_status()
+        floor.append(time.perf_counter() - started)
+    print(
+        f"GET /api/credits (the floor: auth, one small read) best of 5: {min(floor) * 1000:.1f} ms"
+    )
+    answers: dict[str, dict[str, Any]] = {}
+    for group_by in ("day", "job_type", "model"):
+        for source, window in windows.items():
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                r = httpx.get(
+                    api_url + "/api/usage",
+                    params={**window, "group_by": group_by},
+                    headers=headers,
+                    timeout=300,
+                )
+                times.append(time.perf_counter() - started)
+                r.raise_for_status()
+            answers[source] = r.json()
+            calls = sum(row["calls"] for row in r.json()["data"])
+            assert calls == usage_calls, calls
+            print(
+                f"usage group_by={group_by:<8} {source:<6} best of 3: {min(times) * 1000:8.1f} ms"
+            )
+        assert answers["rollup"]["data"] == answers["raw"]["data"], group_by
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
     saas-llm doctor [--env]                     check a deployment against the Railway guide
     saas-llm credits grant TEAM AMOUNT          grant (or --adjust) credits (admin key)
     saas-llm credits show [TEAM]                a team's balance and ledger
+    saas-llm credits refund JOB                 refund a job's charge, once (admin key)
     saas-llm usage [--group-by day|model|job_type] [--csv]
 
 API commands read `--api-url` / SAAS_LLM_API_URL, a team key from `--key` / SAAS_LLM_API_KEY and
@@ -239,6 +240,11 @@ def cmd_credits(args: argparse.Namespace) -> int:
         headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
         _print(_admin(args, "POST", f"/teams/{args.team_id}/credits", json=body, headers=headers))
         return 0
+    if args.action == "refund":
+        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+        path = f"/jobs/{args.job_id}/refund"
+        _print(_admin(args, "POST", path, json={"note": args.note}, headers=headers))
+        return 0
     if args.team_id:  # the admin's view of a team
         team = _admin(args, "GET", f"/teams/{args.team_id}")
         ledger = _admin(args, "GET", f"/teams/{args.team_id}/ledger", params={"limit": args.limit})
@@ -422,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("team_id", nargs="?")
     p.add_argument("--limit", type=int, default=20)
+    p = credits.add_parser("refund", parents=[api], help="refund a job's charge (admin key)")
+    p.add_argument("job_id")
+    p.add_argument("--note", default="")
+    p.add_argument("--idempotency-key")
     for p in credits.choices.values():
         p.set_defaults(func=cmd_credits)
     p = sub.add_parser("usage", parents=[api], help="usage report: a table, or CSV")

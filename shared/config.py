@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     # with, if not the one in the installed litellm package.
     billing_lock_timeout_ms: int = 3000
     billing_model_cost_map: str | None = None
+    # Tests only (a production start refuses it): a file holding an offset in seconds that the
+    # API and the workers add to the time for budget periods, so that they agree on "now".
+    billing_clock_file: str | None = None
 
     # Webhooks (delivery lives in shared/webhooks).
     webhook_timeout_seconds: float = 15.0
@@ -204,7 +207,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         # An empty variable (compose's `${X:-}`) means unset.
-        for name in ("admin_api_key", "metrics_token", "webhook_secrets_key"):
+        for name in ("admin_api_key", "metrics_token", "webhook_secrets_key", "billing_clock_file"):
             if not (getattr(self, name) or "").strip():
                 setattr(self, name, None)
         self._admin_key_set = bool(self.admin_api_key)
@@ -308,6 +311,8 @@ class Settings(BaseSettings):
             problems.append("DEBUG is on")
         if self.webhook_allow_private_networks:
             problems.append("WEBHOOK_ALLOW_PRIVATE_NETWORKS is on")
+        if self.billing_clock_file:
+            problems.append("BILLING_CLOCK_FILE is set (a test-only clock)")
         return problems
 
     def check_production(self) -> None:

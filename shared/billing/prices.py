@@ -1,19 +1,25 @@
 """Prices: LiteLLM's model cost map, a team's markup and per-model overrides, worst cases.
 
 The map is the JSON file LiteLLM ships and loads itself with LITELLM_LOCAL_MODEL_COST_MAP=True
-(`litellm.model_cost`); it is read directly, without importing litellm, whose import costs
-seconds of CPU in the API and the worker. `BILLING_MODEL_COST_MAP` points at another copy.
+(`litellm.model_cost`); litellm is a dependency of the images, and the file is read from the
+installed package directly, without importing litellm, whose import costs seconds of CPU.
+`BILLING_MODEL_COST_MAP` points at another copy (optional).
 
-Worst cases must be upper bounds, or a hard budget is not hard. LiteLLM's token counter is an
-estimate (it can count fewer tokens than the provider bills, e.g. for tool schemas), so the
-prompt bound here is one no BPE tokenizer can exceed: one token per UTF-8 byte of the JSON of
-the prompt, plus per-message overhead, plus a fixed allowance per image.
+Two worst cases of a call:
+- at admission, in the API (`worst_case`): a bound no BPE tokenizer can exceed, one token per
+  UTF-8 byte of the JSON of the prompt plus per-message overhead plus a fixed allowance per
+  image. It costs microseconds and no litellm import; it is what credits are held against and
+  what the submit-time budget check and resuming compare with, so they err on the safe side.
+- before each provider request, in the worker (`counted_worst_case`): the prompt tokens by
+  LiteLLM's token counter for the call's model and messages (and tools) x input price +
+  `max_tokens` x `n` x output price. This is what the guarded budget UPDATE reserves.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from importlib.util import find_spec
@@ -113,9 +119,51 @@ def output_bound(body: dict[str, Any]) -> int:
     return int(per_choice) * int(body.get("n") or 1)
 
 
+_counter_ready = threading.Event()
+
+
+def warm_counter() -> None:
+    """Import litellm and load the common encodings (seconds of CPU, once per process): the
+    worker runs this in a thread at start, and counts in threads until it has finished."""
+    for model in ("gpt-4o-mini", "gpt-4"):  # o200k_base and cl100k_base
+        counted_prompt_tokens({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    _counter_ready.set()
+
+
+def counter_ready() -> bool:
+    return _counter_ready.is_set()
+
+
+def counted_prompt_tokens(body: dict[str, Any]) -> int:
+    """The prompt tokens of `body` by LiteLLM's token counter for its model (tiktoken or the
+    model's bundled tokenizer; images count LiteLLM's default, never fetched)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from litellm import token_counter
+
+    return int(
+        token_counter(
+            model=str(body["model"]),
+            messages=list(body.get("messages") or []),
+            tools=body.get("tools"),
+            tool_choice=body.get("tool_choice"),
+            use_default_image_token_count=True,
+        )
+    )
+
+
 def worst_case(team: Team, body: dict[str, Any]) -> tuple[int, Decimal | None]:
-    """(tokens, billed USD) the call can cost at most; USD None when no price is known."""
-    prompt, output = prompt_bound(body), output_bound(body)
+    """(tokens, billed USD) the call can cost at most, by the byte bound of its prompt; USD
+    None when no price is known."""
+    return _worst(team, body, prompt_bound(body))
+
+
+def counted_worst_case(team: Team, body: dict[str, Any]) -> tuple[int, Decimal | None]:
+    """(tokens, billed USD) of the call's worst case by LiteLLM's token counter."""
+    return _worst(team, body, counted_prompt_tokens(body))
+
+
+def _worst(team: Team, body: dict[str, Any], prompt: int) -> tuple[int, Decimal | None]:
+    output = output_bound(body)
     model = str(body["model"])
     own = override(team, model)
     if own is not None:

@@ -21,6 +21,14 @@ class CreditsChange(BaseModel):
     note: str = Field(default="", max_length=500)
 
 
+class RefundIn(BaseModel):
+    """An admin refund of a job's whole charge (once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=500)
+
+
 class EntryOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -78,7 +86,7 @@ class UsageRow(BaseModel):
     total_tokens: int
     cost_usd: Money
     billed_usd: Money
-    credits: Money
+    credits: Money  # net of refunds
 
 
 class UsageOut(BaseModel):

@@ -15,12 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.billing import budget as budgets
 from shared.billing import ledger
 from shared.billing.periods import clock, next_period_start, period_start
-from shared.billing.schemas import CreditsChange, CreditsOut, EntryOut, EntryPage, GrantOut
-from shared.errors import BadRequest, IdempotencyConflict, NotFound
-from shared.models import CreditEntry, CreditGrant, Team
+from shared.billing.schemas import (
+    CreditsChange,
+    CreditsOut,
+    EntryOut,
+    EntryPage,
+    GrantOut,
+    RefundIn,
+)
+from shared.billing.usage import roll_up_jobs
+from shared.errors import BadRequest, Conflict, IdempotencyConflict, NotFound
+from shared.models import JOB_TERMINAL, CreditEntry, CreditGrant, Job, Team
 
 
-def _hash(data: CreditsChange) -> str:
+def _hash(data: CreditsChange | RefundIn | dict[str, str]) -> str:
+    if isinstance(data, dict):
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     payload = json.dumps(data.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -88,6 +98,71 @@ class CreditsService:
                 idempotency_key=idempotency_key,
                 request_hash=digest,
             )
+        return entry, True
+
+    async def _replay(
+        self, team_id: str, idempotency_key: str | None, digest: str
+    ) -> CreditEntry | None:
+        if idempotency_key is None:
+            return None
+        existing = (
+            await self.session.execute(
+                select(CreditEntry).where(
+                    CreditEntry.team_id == team_id,
+                    CreditEntry.idempotency_key == idempotency_key,
+                )
+            )
+        ).scalar()
+        if existing is not None and existing.request_hash != digest:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request", param="Idempotency-Key"
+            )
+        return existing
+
+    async def refund(
+        self, job_id: str, data: RefundIn, *, idempotency_key: str | None
+    ) -> tuple[CreditEntry, bool]:
+        """Give back a job's whole charge, once: a `refund` entry (a grant of the amount, so it
+        burns like others), the job's `credits_refunded`, and its usage rollup rows net of it,
+        in one transaction. Returns the entry and whether it was created (False: a replay)."""
+        found = (await self.session.execute(select(Job.team_id).where(Job.id == job_id))).first()
+        if found is None:
+            raise NotFound(f"no job {job_id!r}")
+        team_id = found[0]
+        # Lock order: the job, then the team.
+        job = (
+            await self.session.execute(
+                select(Job)
+                .where(Job.id == job_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one()
+        team = await ledger.lock_team(self.session, team_id)
+        digest = _hash({"job_id": job_id, **data.model_dump(mode="json")})
+        if (existing := await self._replay(team_id, idempotency_key, digest)) is not None:
+            return existing, False
+        if job.status not in JOB_TERMINAL:
+            raise Conflict(f"job {job_id!r} has not ended ({job.status}); nothing is charged yet")
+        if Decimal(job.credits_refunded) > 0:
+            raise Conflict(f"job {job_id!r} was already refunded")
+        amount = Decimal(job.credits_charged)
+        if amount <= 0:
+            raise Conflict(f"job {job_id!r} was not charged; there is nothing to refund")
+        await roll_up_jobs(self.session, [job.id], sign=-1)
+        job.credits_refunded = amount
+        await self.session.flush()
+        await roll_up_jobs(self.session, [job.id])
+        entry = await ledger.add_grant(
+            self.session,
+            team,
+            amount,
+            kind="refund",
+            note=data.note or f"refund of job {job_id}",
+            job_id=job_id,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
         return entry, True
 
     async def entries(self, team_id: str, *, after: str | None, limit: int) -> EntryPage:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.billing.periods import created_stamp
 from shared.config import Settings
 from shared.errors import AppError, BadRequest, LimitExceeded
 from shared.ids import new_id
@@ -110,6 +111,7 @@ class JsonlSubmission:
     async def submit(self, team: Team, body: AsyncIterator[bytes], opts: JsonlOptions) -> Job:
         job = Job(
             id=new_id("job"),
+            **created_stamp(),
             team_id=team.id,
             style=JobStyle.BATCH,
             job_type=opts.job_type,

@@ -5,13 +5,14 @@ two workers racing can never finish a call twice, count its tokens twice or end 
 
 A job ends in exactly one place, `end_job`: whichever path ends it (its last call, a cancel, a
 deadline, an expiry, a worker lost for good), the same in-transaction hooks run in a fixed order
-(`JOB_END_HOOKS`: the money settlement, then the webhook event) and the job's live streams are
-woken once the transaction commits.
+(`JOB_END_HOOKS`: the money settlement, the usage rollup, then the webhook event) and the job's
+live streams are woken once the transaction commits.
 
 Every change that takes a call out of `running` also settles its budget reservation
 (`shared.billing.budget.settle_calls`) in the same transaction, once its job is locked.
 
-Lock order, everywhere: a job's calls (by id), then the job, then budget rows, then the team.
+Lock order, everywhere: a job's calls (by id), then the job, then budget rows, then the team (then
+its grants and its usage rollup rows).
 Cancel, reconciler and workers take them in that order, so they never deadlock.
 """
 
@@ -27,6 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.billing.budget import settle_calls
+from shared.billing.usage import roll_up_job
 from shared.db import wake
 from shared.jobs.money import price_call, settle_job
 from shared.jobs.repository import JobRepository
@@ -86,7 +88,7 @@ async def record_job_event(session: AsyncSession, job: Job) -> None:
 
 
 # In this order, inside the transaction that ends the job.
-JOB_END_HOOKS: tuple[JobEndHook, ...] = (settle_job, record_job_event)
+JOB_END_HOOKS: tuple[JobEndHook, ...] = (settle_job, roll_up_job, record_job_event)
 
 
 async def end_job(

@@ -1,11 +1,14 @@
 """Money at the moments of a job's life: a call's reservation before its provider request, its
 billed price when it ends, the job's settlement at the job-end transition, pause and resume.
 
-Lock order (as everywhere): a job's calls, the job, budget rows, the team, its grants.
+Lock order (as everywhere): a job's calls, the job, budget rows, the team, its grants, then the
+team's usage rollup rows (in key order).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from decimal import Decimal
 from typing import Any
@@ -16,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.billing import budget as budgets
 from shared.billing import ledger
 from shared.billing.admission import Worst, credits_needed
-from shared.billing.prices import billed_price, credits_for, worst_case
+from shared.billing.prices import billed_price, counted_worst_case, counter_ready, credits_for
 from shared.db import SessionMaker, transaction, wake
 from shared.jobs.repository import JobRepository
 from shared.jobs.views import job_out
@@ -53,15 +56,37 @@ async def price_call(
     return billed_price(team, model, prompt_tokens or 0, completion_tokens or 0, cost_usd)
 
 
+# Prompts larger than this are counted in a thread, so that the event loop keeps running.
+COUNT_INLINE_BYTES = 16 * 1024
+
+
+async def call_worst_case(team: Team, call: Call) -> Decimal | None:
+    """The billed USD the call's provider request can cost at most, by LiteLLM's counter.
+
+    Until the worker has warmed the counter (importing litellm takes seconds), the admission's
+    byte bound stands in: it is never below the counter's figure, and waiting here would hold
+    the claim's transaction open past the call's lease."""
+    if not counter_ready() and call.max_billed_usd is not None:
+        return call.max_billed_usd
+    body = call.request
+    size = len(json.dumps(body.get("messages") or [], ensure_ascii=False))
+    if size > COUNT_INLINE_BYTES or not counter_ready():
+        return (await asyncio.to_thread(counted_worst_case, team, body))[1]
+    return counted_worst_case(team, body)[1]
+
+
 async def reserve_for_call(session: AsyncSession, call: Call) -> dict[str, Any] | None:
-    """Reserve the claimed call's worst case in its team's budget; None if it may run, else the
-    error it is refused with (and the team's on_limit under "on_limit")."""
+    """Reserve the claimed call's worst case (LiteLLM's token count of its prompt x input price
+    + max_tokens x output price) in its team's budget; None if it may run, else the error it is
+    refused with (and the team's on_limit under "on_limit")."""
     team = (await session.execute(select(Team).where(Team.id == call.team_id))).scalar_one()
     if team.budget_usd is None:
         return None
-    amount = call.max_billed_usd
-    if amount is None:
-        amount = worst_case(team, call.request)[1]
+    try:
+        amount = await call_worst_case(team, call)
+    except Exception:  # the counter failed on this body: the admission bound still holds
+        log.exception("token counter failed", extra={"call_id": call.id})
+        amount = call.max_billed_usd
     if amount is not None and await budgets.reserve(session, team, call.id, amount):
         return None
     st = await budgets.state(session, team)

@@ -190,6 +190,7 @@ class JobOut(BaseModel):
     billed_usd: Money
     credits_reserved: Money
     credits_charged: Money
+    credits_refunded: Money  # what an admin refunded of the charge (all of it, once)
     pause_reason: str | None = None
     error: dict[str, Any] | None
     created_at: datetime

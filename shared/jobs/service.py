@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.billing.periods import created_stamp
 from shared.db import after_commit
 from shared.errors import BadRequest, Conflict, IdempotencyConflict, NotFound
 from shared.ids import new_id
@@ -114,6 +115,7 @@ class JobService:
         money = admitted.money
         job = Job(
             id=new_id("job"),
+            **created_stamp(),
             team_id=team.id,
             style=JobStyle.BATCH,
             job_type=data.job_type,
@@ -176,6 +178,7 @@ class JobService:
         ttl = data.ttl_seconds or self.settings.jobs_open_ttl_seconds
         job = Job(
             id=new_id("job"),
+            **created_stamp(),
             team_id=team.id,
             style=JobStyle.STEP,
             job_type=data.job_type,

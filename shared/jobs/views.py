@@ -63,6 +63,7 @@ def job_out(job: Job, counts: dict[str, int], calls: Sequence[Call] | None = Non
         billed_usd=job.billed_usd,
         credits_reserved=job.credits_reserved,
         credits_charged=job.credits_charged,
+        credits_refunded=job.credits_refunded,
         pause_reason=job.pause_reason,
         error=job.error,
         created_at=job.created_at,

@@ -2,7 +2,7 @@
 
 from shared.models.admin import ADMIN_ROLES, AdminUser, AuditEntry, PortalLink
 from shared.models.base import Base
-from shared.models.billing import BudgetPeriod, CreditEntry, CreditGrant
+from shared.models.billing import BudgetPeriod, CreditEntry, CreditGrant, UsageRollup
 from shared.models.job import Call, Job
 from shared.models.status import (
     CALL_ACTIVE,
@@ -52,6 +52,7 @@ __all__ = [
     "Priority",
     "Team",
     "TeamStatus",
+    "UsageRollup",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

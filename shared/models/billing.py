@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -90,3 +90,31 @@ class BudgetPeriod(Base):
     reserved_usd: Mapped[Decimal] = mapped_column(server_default="0")
     thresholds_fired: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+
+class UsageRollup(Base):
+    """Usage of ended jobs, summed per team, UTC day (of the job's creation), model and job
+    type; maintained by the job-end transition (`shared.billing.usage.roll_up_job`), so usage
+    reports read a few rows per day instead of every call.
+
+    `jobs` counts each job once, on the row of its first call's model (or model "" for a job
+    without calls), so job-level groupings sum it; `model_jobs` counts the jobs with a call of
+    this model, which the grouping by model sums. `credits` is net of refunds."""
+
+    __tablename__ = "usage_rollup"
+
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    job_type: Mapped[str] = mapped_column(String(100), primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    model_jobs: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    calls: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    cost_usd: Mapped[Decimal] = mapped_column(server_default="0")
+    billed_usd: Mapped[Decimal] = mapped_column(server_default="0")
+    credits: Mapped[Decimal] = mapped_column(server_default="0")

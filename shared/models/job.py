@@ -54,6 +54,8 @@ class Job(Base):
     total_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
     cost_usd: Mapped[Decimal] = mapped_column(server_default="0")
     credits_charged: Mapped[Decimal] = mapped_column(server_default="0")
+    # What an admin refunded of the charge (`POST /api/admin/jobs/{id}/refund`): all of it, once.
+    credits_refunded: Mapped[Decimal] = mapped_column(server_default="0")
     billed_usd: Mapped[Decimal] = mapped_column(server_default="0")
     credits_reserved: Mapped[Decimal] = mapped_column(server_default="0")
     # Why the job is paused (insufficient_credits | budget_exceeded) and what it resumes to.

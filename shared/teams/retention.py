@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import SessionMaker, transaction
 from shared.errors import Conflict, NotFound
-from shared.models import JOB_TERMINAL, Call, Job, Team, WebhookEvent
+from shared.models import JOB_TERMINAL, Call, Job, Team, UsageRollup, WebhookEvent
 from shared.teams.schemas import TeamDataDeleted
 
 # What a call's `request` becomes once its bodies are deleted (the column is NOT NULL).
@@ -76,6 +76,7 @@ async def delete_team_data(session: AsyncSession, team_id: str) -> TeamDataDelet
         await session.execute(select(func.count()).select_from(Call).where(Call.team_id == team_id))
     ).scalar_one()
     jobs = await session.execute(delete(Job).where(Job.team_id == team_id).returning(Job.id))
+    await session.execute(delete(UsageRollup).where(UsageRollup.team_id == team_id))
     events = await session.execute(
         delete(WebhookEvent).where(WebhookEvent.team_id == team_id).returning(WebhookEvent.id)
     )

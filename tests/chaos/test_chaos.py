@@ -5,13 +5,14 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from decimal import Decimal
 
 import httpx
 import pytest
 
 from cli.stack import start_api
 from tests.chaos.conftest import Chaos, report, wait_all_terminal
-from tests.harness import wait_until
+from tests.harness import MASTER_KEY, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -215,3 +216,178 @@ def test_api_keeps_accepting_while_redis_is_down(healthy: Chaos) -> None:
     print(f"\nCHAOS redis down: API answers {statuses}")
     assert statuses == {202: 5}
     _check("submitted while redis was down", 5, jobs, 0, 1)
+
+
+# -- money through a worker kill ------------------------------------------------------------------
+
+
+def _money_team(chaos: Chaos, admin: httpx.Client, **fields: object) -> tuple[str, httpx.Client]:
+    team_id = "chaos-money-" + uuid.uuid4().hex[:8]
+    r = admin.post("/api/admin/teams", json={"team_id": team_id, "name": team_id, **fields})
+    assert r.status_code == 201, r.text
+    key = admin.post(f"/api/admin/teams/{team_id}/keys", json={}).json()["key"]
+    grant = admin.post(f"/api/admin/teams/{team_id}/credits", json={"amount": "1000"})
+    assert grant.status_code == 201, grant.text
+    client = httpx.Client(
+        base_url=chaos.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+    return team_id, client
+
+
+def _ledger(admin: httpx.Client, team_id: str) -> list[dict]:
+    entries: list[dict] = []
+    after: str | None = None
+    while True:
+        params: dict[str, object] = {"limit": 200, **({"after": after} if after else {})}
+        page = admin.get(f"/api/admin/teams/{team_id}/ledger", params=params).json()
+        entries += page["data"]
+        if not page["has_more"]:
+            return entries
+        after = page["next_cursor"]
+
+
+def test_kill_9_worker_charges_each_succeeded_job_exactly_once(healthy: Chaos) -> None:
+    """Two teams, `job` and `usd` mode, with calls held in flight when the worker is killed: the
+    new worker runs them again, and each succeeded job is charged exactly once (one `charge`
+    entry), the failed and cancelled ones never; the ledger sums to the balance and the billed
+    spend in the budget is the sum of the calls' billed prices."""
+    chaos = healthy
+    tag = "money9-" + uuid.uuid4().hex[:6]
+    D = Decimal
+    admin = httpx.Client(
+        base_url=chaos.api_url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=120
+    )
+    made = {
+        "job": _money_team(chaos, admin, enforce_credits=True),
+        "usd": _money_team(
+            chaos,
+            admin,
+            billing_mode="usd",
+            credits_per_usd="1000",
+            price_markup_pct="10",
+            enforce_credits=True,
+            budget_usd="100",
+            budget_period="month",
+        ),
+    }
+    teams = {mode: client for mode, (_, client) in made.items()}
+    held_ids: dict[str, list[str]] = {}
+    other_ids: dict[str, dict[str, str]] = {}
+    try:
+        for mode, client in teams.items():
+            held_ids[mode] = []
+            for j in range(3):
+                requests = [
+                    {
+                        "model": "gpt-4o-mini",
+                        "max_tokens": 50,
+                        "messages": [
+                            {"role": "user", "content": f"{tag} {mode} j{j} c{i} [[hold:{tag}]]"}
+                        ],
+                    }
+                    for i in range(4)
+                ]
+                r = client.post("/api/jobs", json={"requests": requests})
+                assert r.status_code == 202, r.text
+                held_ids[mode].append(r.json()["id"])
+            fail = client.post(
+                "/api/jobs",
+                json={
+                    "requests": [
+                        {
+                            "model": "gpt-4o-mini",
+                            "messages": [{"role": "user", "content": f"{tag} [[fail:400]]"}],
+                        }
+                    ]
+                },
+            )
+            cancel = client.post(
+                "/api/jobs",
+                json={
+                    "requests": [
+                        {
+                            "model": "gpt-4o-mini",
+                            "messages": [
+                                {"role": "user", "content": f"{tag} cancel [[hold:{tag}-c]]"}
+                            ],
+                        }
+                    ]
+                },
+            )
+            assert fail.status_code == 202 and cancel.status_code == 202, (fail.text, cancel.text)
+            other_ids[mode] = {"failed": fail.json()["id"], "cancelled": cancel.json()["id"]}
+        wait_until(lambda: chaos.held(f"[[hold:{tag}-c]]") == 2, 120, "the calls to cancel held")
+        for mode, client in teams.items():
+            r = client.post(f"/api/jobs/{other_ids[mode]['cancelled']}/cancel")
+            assert r.status_code == 200, r.text
+        in_flight = 2 * 3 * 4
+        wait_until(lambda: chaos.held(f"[[hold:{tag}]]") == in_flight, 120, "24 calls held")
+        wait_until(
+            lambda: sum(_running_calls(c, held_ids[m]) for m, c in teams.items()) == in_flight,
+            60,
+            "24 calls running in Postgres",
+        )
+        worker = chaos.workers[-1]
+        worker.popen.send_signal(signal.SIGKILL)
+        worker.popen.wait(30)
+        chaos.workers.remove(worker)
+        chaos.release(tag)
+        chaos.new_worker()
+        ended = {
+            mode: wait_all_terminal(
+                client, held_ids[mode] + list(other_ids[mode].values()), chaos=chaos
+            )
+            for mode, client in teams.items()
+        }
+        sent = len(chaos.seen(f"[[hold:{tag}]]"))
+        repeated = sent - in_flight
+        print(f"\nCHAOS money kill -9: in flight {in_flight}, sent {sent}, repeated {repeated}")
+        assert 0 < repeated <= in_flight  # the tasks really ran again
+
+        for mode, client in teams.items():
+            jobs = {j["id"]: j for j in ended[mode]}
+            assert len(jobs) == 5
+            team_id = made[mode][0]
+            assert [jobs[j]["status"] for j in held_ids[mode]] == ["succeeded"] * 3
+            assert jobs[other_ids[mode]["failed"]]["status"] == "failed"
+            assert jobs[other_ids[mode]["cancelled"]]["status"] == "cancelled"
+            for status in ("failed", "cancelled"):
+                assert jobs[other_ids[mode][status]]["credits_charged"] == "0"
+            entries = _ledger(admin, team_id)
+            charges = [e for e in entries if e["kind"] == "charge"]
+            # exactly one charge per succeeded job, none for the others
+            assert sorted(e["job_id"] for e in charges) == sorted(held_ids[mode])
+            credits = client.get("/api/credits").json()
+            balance = D(credits["balance"])
+            assert sum((D(e["amount"]) for e in entries), D(0)) == balance
+            assert D(entries[0]["balance_after"]) == balance
+            assert D(credits["reserved"]) == 0
+            billed_total = D(0)
+            for job_id in held_ids[mode]:
+                job = jobs[job_id]
+                calls = job["calls"]
+                assert [c["status"] for c in calls] == ["succeeded"] * 4
+                billed = sum((D(c["billed_usd"]) for c in calls), D(0))
+                assert D(job["billed_usd"]) == billed
+                billed_total += billed
+                (charge,) = [e for e in charges if e["job_id"] == job_id]
+                if mode == "job":
+                    want = D(1)
+                else:
+                    want = sum(
+                        ((D(c["billed_usd"]) * 1000).quantize(D("1e-10")) for c in calls), D(0)
+                    )
+                assert D(charge["amount"]) == -want and D(job["credits_charged"]) == want
+            assert balance == 1000 - sum((-D(e["amount"]) for e in charges), D(0))
+            if mode == "usd":
+                budget = credits["budget"]
+                assert D(budget["spent_usd"]) == billed_total and D(budget["reserved_usd"]) == 0
+                assert billed_total > 0
+    finally:
+        chaos.release(tag)
+        chaos.release(f"{tag}-c")
+        for mode, client in teams.items():
+            for job_id in held_ids.get(mode, []) + list(other_ids.get(mode, {}).values()):
+                client.post(f"/api/jobs/{job_id}/cancel")
+            client.close()
+        admin.close()

@@ -57,6 +57,8 @@ EXPECT: dict[str, Expect] = {
     "POST /api/admin/teams/{team_id}/portal-links": Expect("admin", 201, body={}),
     "POST /api/admin/teams/{team_id}/credits": Expect("admin", 201, body={"amount": "5"}),
     "GET /api/admin/teams/{team_id}/ledger": Expect("admin", 200),
+    # B's succeeded job (1 credit in job mode), refunded once
+    "POST /api/admin/jobs/{job_id}/refund": Expect("admin", 201, body={"note": "matrix"}),
     "GET /api/admin/usage": Expect("admin", 200),
     "GET /api/credits": Expect("team", 200),
     "GET /api/usage": Expect("team", 200),

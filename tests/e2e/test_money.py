@@ -390,14 +390,76 @@ def test_cli_credits_and_usage(
     assert code == 0 and shown["balance"] == "3" and shown["entries"]["data"][0]["kind"] == "charge"
     code, out, _ = run(MASTER_KEY, "credits", "show", team.team_id)
     assert json.loads(out)["balance"] == "3"
+    code, out, _ = run(MASTER_KEY, "credits", "refund", job["id"], "--idempotency-key", "r")
+    assert code == 0 and (json.loads(out)["kind"], json.loads(out)["balance_after"]) == (
+        "refund",
+        "4",
+    )
+    code, out, _ = run(MASTER_KEY, "credits", "refund", job["id"], "--idempotency-key", "r")
+    assert code == 0 and json.loads(out)["balance_after"] == "4"  # replayed, not refunded twice
     code, out, _ = run(team.key, "usage", "--group-by", "model")
     assert code == 0 and "gpt-4o-mini" in out and out.splitlines()[-1].startswith("total")
     code, out, _ = run(team.key, "usage", "--group-by", "model", "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [r["group"] for r in rows] == ["gpt-4o-mini"] and rows[0]["credits"] == "1"
+    assert [r["group"] for r in rows] == ["gpt-4o-mini"] and rows[0]["credits"] == "0"  # refunded
     code, out, _ = run(
         MASTER_KEY, "usage", "--team-id", team.team_id, "--group-by", "team", "--csv"
     )
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [r["group"] for r in rows] == [team.team_id]
     team.close()
+
+
+# -- refunds -----------------------------------------------------------------------------------------
+
+
+def test_admin_refunds_a_jobs_charge_once(
+    make_team: Callable[..., TeamClient], admin: httpx.Client, database_url: str
+) -> None:
+    team = make_team(enforce_credits=True)
+    grant = admin.post(f"/api/admin/teams/{team.team_id}/credits", json={"amount": "5"})
+    assert grant.status_code == 201, grant.text
+    msg = [{"role": "user", "content": "refund " + nonce()}]
+    ok = team.wait(team.submit([{"model": "gpt-4o-mini", "messages": msg}])["id"])
+    assert ok["status"] == "succeeded" and ok["credits_charged"] == "1"
+    bad_msg = [{"role": "user", "content": "[[fail:400]] " + nonce()}]
+    bad = team.wait(team.submit([{"model": "gpt-4o-mini", "messages": bad_msg}])["id"])
+    assert bad["status"] == "failed"
+    url = f"/api/admin/jobs/{ok['id']}/refund"
+
+    first = admin.post(url, json={"note": "support #12"}, headers={"Idempotency-Key": "r1"})
+    assert first.status_code == 201, first.text
+    entry = first.json()
+    assert (entry["kind"], entry["amount"], entry["job_id"]) == ("refund", "1", ok["id"])
+    assert entry["balance_after"] == "5" and entry["note"] == "support #12"
+    replay = admin.post(url, json={"note": "support #12"}, headers={"Idempotency-Key": "r1"})
+    assert replay.status_code == 200 and replay.json()["id"] == entry["id"]
+    assert replay.headers["idempotent-replayed"] == "true"
+    other = admin.post(url, json={"note": "changed"}, headers={"Idempotency-Key": "r1"})
+    assert other.status_code == 409 and other.json()["error"]["type"] == "idempotency_conflict"
+    twice = admin.post(url, json={})
+    assert twice.status_code == 409, twice.text  # once: at most what was charged
+    assert "already refunded" in twice.json()["error"]["message"]
+    uncharged = admin.post(f"/api/admin/jobs/{bad['id']}/refund")
+    assert uncharged.status_code == 409, uncharged.text
+    missing = admin.post("/api/admin/jobs/job_nope/refund")
+    assert missing.status_code == 404, missing.text
+    assert team.post(url).status_code == 401  # a team key is no admin
+
+    assert team.get(f"/api/jobs/{ok['id']}").json()["credits_refunded"] == "1"
+    assert _ledger_matches_balance(admin, team) == 5
+    kinds = [e["kind"] for e in _ledger(admin, team.team_id)]
+    assert kinds == ["refund", "charge", "grant"]
+    # the refunded credits are spendable again, and usage shows the job's credits net
+    assert D(_credits(team)["available"]) == 5
+    usage = team.get("/api/usage", params={"group_by": "model"}).json()
+    assert usage["total"]["credits"] == "0" and usage["total"]["jobs"] == 2
+    with psycopg.connect(database_url) as conn:
+        audited = conn.execute(
+            "SELECT action, target_type, target_id, detail FROM admin_audit_log "
+            "WHERE action = 'POST /api/admin/jobs/{job_id}/refund' AND target_id = %s",
+            (team.team_id,),
+        ).fetchall()
+    # the refund and its replay (both answered 2xx), with the team as the target
+    action = "POST /api/admin/jobs/{job_id}/refund"
+    assert [(a, t, d["job_id"]) for a, t, _, d in audited] == [(action, "team", ok["id"])] * 2

@@ -18,6 +18,7 @@ from shared.billing import ledger
 from shared.billing.periods import next_period_start, period_start, set_clock
 from shared.db import SessionMaker, transaction
 from shared.errors import BudgetExceeded, InsufficientCredits, LimitExceeded
+from shared.jobs import money
 from shared.jobs.lifecycle import CallOutcome, claim_call, finish_call
 from shared.jobs.money import reserve_for_call
 from shared.jobs.schemas import JobCreate
@@ -37,6 +38,18 @@ from shared.runtime import Runtime
 from tests.service.conftest import Factory
 
 T0 = datetime(2026, 3, 31, 23, 59, 0, tzinfo=UTC)  # a Tuesday, the last minute of March
+
+
+@pytest.fixture(autouse=True)
+def fixed_worst_cases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the reservation's mechanics: each call's worst case is the amount
+    the test gives it (`max_billed_usd`), not LiteLLM's count of its prompt (which
+    tests/service/test_worst_case.py checks)."""
+
+    async def given(team: Team, call: Call) -> Decimal | None:
+        return call.max_billed_usd
+
+    monkeypatch.setattr(money, "call_worst_case", given)
 
 
 @pytest.fixture
