@@ -5,7 +5,7 @@ of N one-call jobs at concurrency C for two teams, alternating: `plain` (no mone
 `money` (usd billing with markup, enforced credits, a budget with thresholds: every check on).
 Prints submit latency p50/p99 for each and the difference, and the API and worker CPU per call.
 Then stores `--usage-calls` calls (in jobs of 4 calls) for one team straight in Postgres, rolls
-them up as migration 0009 does for jobs stored before it, and times `GET /api/usage` for each
+them up as migration 0010 does for jobs stored before it, and times `GET /api/usage` for each
 grouping: from the rollup (a window of whole UTC days) and summed from the jobs and calls (a
 window starting one second after midnight, which the rollup cannot answer). Usage:
     python -m bench.money [--jobs 300] [--concurrency 20] [--rounds 2] [--usage-calls 1000000]
@@ -127,7 +127,7 @@ def store_calls(db: str, team_id: str, calls: int) -> float:
 
 
 def roll_up(db: str, team_id: str) -> float:
-    """Roll the team's stored jobs up as migration 0009 does; returns seconds taken."""
+    """Roll the team's stored jobs up as migration 0010 does; returns seconds taken."""
     migration = importlib.import_module("shared.migrations.versions.20261202_0009_usage_rollup")
     sql = migration.BACKFILL.replace("FROM jobs WHERE", "FROM jobs WHERE team_id = %(t)s AND")
     started = time.perf_counter()
@@ -231,7 +231,7 @@ def usage_timings(db: str, api_url: str, usage_calls: int) -> None:
     ]
     took = store_calls(db, team_id, usage_calls)
     print(f"stored {usage_calls} calls in {usage_calls // 4} jobs ({took:.0f} s)")
-    print(f"rolled them up as migration 0009 does ({roll_up(db, team_id):.1f} s)")
+    print(f"rolled them up as migration 0010 does ({roll_up(db, team_id):.1f} s)")
     headers = {"Authorization": f"Bearer {key}"}
     windows = {
         "rollup": {"from": "2000-01-01", "to": "2100-01-01"},

@@ -37,7 +37,7 @@ def test_migrations_match_models(database_url: str) -> None:
     assert asyncio.run(run()) == []
 
 
-def test_migration_0009_backfills_the_usage_rollup_from_ended_jobs() -> None:
+def test_migration_0010_backfills_the_usage_rollup_from_ended_jobs() -> None:
     """Jobs stored before the rollup existed: after the upgrade, every usage grouping read from
     the rollup equals the sums over the jobs and calls."""
     url = create_database("saasllm_mig9_")

@@ -1,7 +1,7 @@
 """usage rollup per team, day, model and job type (backfilled from ended jobs); refunds on jobs
 
-Revision ID: 0009
-Revises: 0004
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-02 01:30:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0004"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
