@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -155,6 +156,13 @@ async def enqueue_call(
     await queue.enqueue_job(
         RUN_CALL, call_id, _job_id=call_task_id(call_id, attempts), _defer_by=defer_by
     )
+
+
+async def enqueue_call_again(queue: ArqRedis, call_id: str) -> None:
+    """Give a queued call a fresh queue entry now, under an id of its own (its own entry is in
+    progress, running another call for the fair claim, and may stay so for that call's whole
+    latency)."""
+    await queue.enqueue_job(RUN_CALL, call_id, _job_id=f"call:{call_id}:again:{uuid.uuid4().hex}")
 
 
 async def missing_call_tasks(

@@ -3,10 +3,11 @@
 The queue holds one entry per queued call, in the order the calls were queued, so a team that
 queues 20,000 calls would otherwise make every other team wait for all of them. An entry is
 therefore a *slot token*: when it is taken, the worker runs the call it names only if that call
-is the fair choice, and otherwise the fair choice instead (`choose`). The entry it was given is
-then put back in the queue (`Claimed.swapped`), so the number of entries still equals the number
-of queued calls, and the call it names keeps one; an entry whose call was already run that way
-finds its call no longer queued and is dropped, as a repeated entry always was.
+is the fair choice, and otherwise the fair choice instead (`choose`). The call it names then gets
+a fresh entry at once, as soon as the claim commits (`Claimed.swapped`; the runner queues it
+before it runs the other call, whose latency it must not wait for), so the number of entries
+still equals the number of queued calls; an entry whose call was already run that way finds its
+call no longer queued and is dropped, as a repeated entry always was.
 
 The fair choice, from Postgres, at the moment a slot is free:
 1. Across teams: the active team, under its `max_calls_in_flight`, with a runnable queued call

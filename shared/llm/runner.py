@@ -31,7 +31,7 @@ from shared.jobs.money import pause_job, reserve_for_call
 from shared.llm.cache import CachePolicy, cache_policy, with_cache
 from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError
 from shared.models import Call, CallStatus, Job
-from shared.queue import enqueue_call
+from shared.queue import enqueue_call, enqueue_call_again
 from shared.retry import backoff, retrying
 from shared.runtime import Runtime
 
@@ -87,8 +87,8 @@ async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
     run any number of times.
 
     Returns the outcome ("busy" when the team is at its in-flight limit: the entry should run
-    again later) and whether another call than `call_id` ran (the entry goes back to the queue,
-    for its own call)."""
+    again later) and whether the entry must go back to the queue for its own call (another call
+    ran and `call_id` could not be given a fresh entry at once)."""
     settings = rt.settings
     lease = settings.worker_lease_seconds
     swapped = False
@@ -109,6 +109,15 @@ async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
         return "busy", False
     if call is None:
         return "skipped", False
+    if swapped:
+        # The entry's own call must not wait for this one to end (a held or slow call would
+        # starve it with slots free): it gets a fresh entry now. If Redis refuses, the entry
+        # goes back to the queue when this call ends, as before.
+        try:
+            await enqueue_call_again(rt.queue, call_id)
+            swapped = False
+        except (RedisError, OSError):
+            log.warning("could not queue the swapped call again", extra={"call_id": call_id})
     extra = {"call_id": call.id, "job_id": call.job_id, "team_id": call.team_id}
     try:
         return await _run_claimed(rt, call, deadline, extra, cache), swapped

@@ -117,3 +117,39 @@ def test_a_teams_high_priority_calls_start_before_its_low_ones(
     assert lows_first <= SLOTS, order
     assert team.get(f"/api/jobs/{low['id']}").json()["priority"] == "low"
     team.close()
+
+
+def test_a_call_whose_entry_ran_another_call_still_starts_while_that_call_runs(
+    platform: Platform, provider: httpx.Client
+) -> None:
+    """A queue entry that ran a higher priority call instead of its own must not keep its own
+    call waiting for that call's whole latency: with slots free, every queued call starts, and
+    here none of them ends until all have started (they are all held)."""
+    team = second_team(platform[0])
+    tag = nonce()
+    busy = team.submit([ask(f"{tag} busy {i} [[hold:{tag}-busy]]") for i in range(SLOTS)])
+    wait_until(
+        lambda: len(provider_requests(provider, f"{tag} busy ")) == SLOTS,
+        timeout=120,
+        what="every worker slot to hold a call",
+    )
+    # Queued behind the held slots: the low entries come first, and the fair claim gives them
+    # the high call first.
+    lows = team.submit(
+        [ask(f"{tag} low {i} [[hold:{tag}-after]]") for i in range(SLOTS - 1)], priority="low"
+    )
+    high = team.submit([ask(f"{tag} high [[hold:{tag}-after]]")], priority="high")
+    provider.post("/_control/release", params={"name": f"{tag}-busy"})
+    try:
+        wait_until(
+            lambda: len(provider_requests(provider, f"{tag} low "))
+            + len(provider_requests(provider, f"{tag} high "))
+            == SLOTS,
+            timeout=120,
+            what="every queued call to start while the others are held",
+        )
+    finally:
+        provider.post("/_control/release", params={"name": f"{tag}-after"})
+    for job in (busy, lows, high):
+        assert team.wait(job["id"], timeout=120)["status"] == "succeeded"
+    team.close()

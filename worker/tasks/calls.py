@@ -17,7 +17,8 @@ def _deps(ctx: dict[str, Any]) -> Runtime:
 
 async def run_call(ctx: dict[str, Any], call_id: str) -> str:
     """Run the fair choice for this call's queue entry (arq may deliver it more than once; the
-    rows guard it). When another call ran, the entry goes back to the queue for its own call."""
+    rows guard it). When another call ran and its own could not be queued afresh at once, the
+    entry goes back to the queue for it."""
     outcome, swapped = await run_call_service(_deps(ctx), call_id)
     if outcome == "busy":
         retry_later(int(ctx.get("job_try", 1)))
