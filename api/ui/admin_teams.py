@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, ValidationError
 
 from api.deps import SessionDep, StateDep
 from api.ui.auth import CurrentAdmin, Writer, audit
-from api.ui.money_forms import billing_form_values
+from api.ui.money_forms import billing_form_values, parse_form
 from api.ui.web import HTMLRoute, render, secure_headers
 from shared.admin import stats
 from shared.admin.service import PortalLinks
@@ -22,17 +21,7 @@ from shared.models import TeamStatus
 from shared.teams.schemas import KeyCreate, TeamCreate, TeamUpdate
 from shared.teams.service import TeamService
 
-M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/admin/teams", route_class=HTMLRoute, include_in_schema=False)
-
-
-def _parse(model: type[M], data: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"{field}: {first['msg']}", param=field) from exc
 
 
 def _limit(value: str) -> int | None:
@@ -72,7 +61,7 @@ async def create_team(
     team_id: Annotated[str, Form(max_length=64)],
     name: Annotated[str, Form(max_length=200)],
 ) -> Response:
-    data = _parse(TeamCreate, {"team_id": team_id.strip(), "name": name.strip()})
+    data = parse_form(TeamCreate, {"team_id": team_id.strip(), "name": name.strip()})
     team = await TeamService(session).create(data)
     audit(request, session, user, "team.create", "team", team.id, name=team.name)
     return _see(f"/admin/teams/{team.id}")
@@ -162,7 +151,7 @@ async def update_team(
     models = sorted(
         {m.strip() for m in allowed_models.replace(",", "\n").splitlines() if m.strip()}
     )
-    data = _parse(
+    data = parse_form(
         TeamUpdate,
         {
             "name": name.strip(),

@@ -28,7 +28,8 @@ BILLING_FIELDS = (*CHOICES, *NULLABLE, *REQUIRED, "budget_thresholds", "model_pr
 M = TypeVar("M", bound=BaseModel)
 
 
-def _parse(model: type[M], data: dict[str, Any]) -> M:
+def parse_form(model: type[M], data: dict[str, Any]) -> M:
+    """The form's fields as `model`; the first invalid field as a 400 naming it."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -50,7 +51,7 @@ def _utc(value: str, name: str) -> datetime | None:
 
 def credits_change(amount: str, expires_at: str, note: str) -> CreditsChange:
     """The grant form: `expires_at` from a datetime-local field, read as UTC."""
-    return _parse(
+    return parse_form(
         CreditsChange,
         {
             "kind": "grant",
@@ -104,7 +105,7 @@ def team_update(form: dict[str, str]) -> TeamUpdate:
     data["enforce_credits"] = form.get("enforce_credits") == "on"
     data["budget_thresholds"] = _thresholds(form.get("budget_thresholds", ""))
     data["model_prices"] = _model_prices(form.get("model_prices", ""))
-    return _parse(TeamUpdate, data)
+    return parse_form(TeamUpdate, data)
 
 
 def _s(value: Decimal | int | None) -> str:

@@ -52,22 +52,8 @@ class CreditsService:
         await self._team(team_id)
         digest = _hash(data)
         team = await ledger.lock_team(self.session, team_id)
-        if idempotency_key is not None:
-            existing = (
-                await self.session.execute(
-                    select(CreditEntry).where(
-                        CreditEntry.team_id == team_id,
-                        CreditEntry.idempotency_key == idempotency_key,
-                    )
-                )
-            ).scalar()
-            if existing is not None:
-                if existing.request_hash != digest:
-                    raise IdempotencyConflict(
-                        "this Idempotency-Key was used with a different request",
-                        param="Idempotency-Key",
-                    )
-                return existing, False
+        if (existing := await self._replay(team_id, idempotency_key, digest)) is not None:
+            return existing, False
         amount = Decimal(data.amount)
         if amount == 0:
             raise BadRequest("amount must not be 0", param="amount")
@@ -103,6 +89,8 @@ class CreditsService:
     async def _replay(
         self, team_id: str, idempotency_key: str | None, digest: str
     ) -> CreditEntry | None:
+        """The entry an earlier request with this Idempotency-Key wrote (None: none); 409 when that
+        request was a different one."""
         if idempotency_key is None:
             return None
         existing = (

@@ -142,9 +142,11 @@ def test_a_call_whose_entry_ran_another_call_still_starts_while_that_call_runs(
     provider.post("/_control/release", params={"name": f"{tag}-busy"})
     try:
         wait_until(
-            lambda: len(provider_requests(provider, f"{tag} low "))
-            + len(provider_requests(provider, f"{tag} high "))
-            == SLOTS,
+            lambda: (
+                len(provider_requests(provider, f"{tag} low "))
+                + len(provider_requests(provider, f"{tag} high "))
+                == SLOTS
+            ),
             timeout=120,
             what="every queued call to start while the others are held",
         )
