@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-chaos test-browser test-fuzz test-bigjob test-all lint format typecheck bench bench-scale bench-money migrate clean lock audit
+.PHONY: install up test test-chaos test-browser test-fuzz test-bigjob test-all lint format typecheck bench bench-scale bench-scaleout bench-drain bench-money migrate clean lock audit
 
 # Every dependency, transitive ones included, comes from requirements.lock with its hashes; the
 # project itself is installed without resolving anything. `make lock` regenerates the locks
@@ -75,6 +75,16 @@ bench: $(STAMP)
 # P5: 1 M jobs and 3 M calls in a fresh database, then GET job and list page p50/p99.
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
+
+# Scale-out: calls/s with 1, 2 and 4 workers against a 1 s provider, and what limits it.
+# Options through ARGS, e.g. `make bench-scaleout ARGS="--calls 400 --slots 8"`.
+bench-scaleout: $(STAMP)
+	$(BIN)/python -m bench.scaleout $(ARGS)
+
+# 100,000 queued calls drained by one worker: worker RSS and Redis used_memory while draining.
+# Options through ARGS, e.g. `make bench-drain ARGS="--calls 12000 --every 20"`.
+bench-drain: $(STAMP)
+	$(BIN)/python -m bench.drain $(ARGS)
 
 bench-money: $(STAMP)
 	$(BIN)/python -m bench.money
