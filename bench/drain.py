@@ -33,10 +33,10 @@ import redis
 from cli.embedded import EmbeddedRedis
 from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
 from tests.harness import (
-    MASTER_KEY,
     create_database,
     drop_database,
     fake_proxy_config,
+    new_team_key,
     platform_env,
     start_fake_provider,
     wait_until,
@@ -116,14 +116,7 @@ def main() -> None:
         api = start_api(env, api_port, log_dir, name="api-drain")
         procs.append(api)
         api_url = f"http://127.0.0.1:{api_port}"
-        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
-        team = "drain-" + uuid.uuid4().hex[:6]
-        httpx.post(
-            api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
-        ).raise_for_status()
-        made = httpx.post(api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin)
-        made.raise_for_status()
-        key = made.json()["key"]
+        key = new_team_key(api_url, "drain-")
 
         def used() -> float:
             info: dict[str, Any] = r.info("memory")  # type: ignore[assignment]

@@ -35,10 +35,10 @@ import psycopg
 from bench.throughput import cpu_seconds
 from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
 from tests.harness import (
-    MASTER_KEY,
     create_database,
     drop_database,
     fake_proxy_config,
+    new_team_key,
     platform_env,
     start_fake_provider,
 )
@@ -279,14 +279,7 @@ def main() -> None:
         api = start_api(env, api_port, log_dir, name="api-scaleout")
         procs.append(api)
         api_url = f"http://127.0.0.1:{api_port}"
-        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
-        team = "scale-" + uuid.uuid4().hex[:6]
-        httpx.post(
-            api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
-        ).raise_for_status()
-        made = httpx.post(api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin)
-        made.raise_for_status()
-        key = made.json()["key"]
+        key = new_team_key(api_url, "scale-")
 
         print(
             f"{args.calls} calls per run, provider {args.delay} ms, {args.slots} slots per "

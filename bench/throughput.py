@@ -40,6 +40,7 @@ from tests.harness import (
     create_database,
     drop_database,
     fake_proxy_config,
+    new_team_key,
     platform_env,
     start_fake_provider,
 )
@@ -409,16 +410,9 @@ def main() -> None:
         for mode in MODES:
             stacks[mode] = _start_mode(env, mode, config, log_dir)
         api_url = stacks["proxy"][0]
-        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
 
         def new_team() -> str:
-            team = "bench-" + uuid.uuid4().hex[:6]
-            httpx.post(
-                api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
-            ).raise_for_status()
-            made = httpx.post(api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin)
-            made.raise_for_status()
-            return str(made.json()["key"])
+            return new_team_key(api_url, "bench-")
 
         key = new_team()
         httpx.post(

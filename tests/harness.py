@@ -94,6 +94,18 @@ def platform_env(database_url: str, queue: str, proxy_url: str) -> dict[str, str
     return env
 
 
+def new_team_key(api_url: str, prefix: str) -> str:
+    """Create a team named `prefix` + a random suffix through the admin API; returns a new key."""
+    team = prefix + uuid.uuid4().hex[:6]
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    httpx.post(
+        api_url + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
+    ).raise_for_status()
+    made = httpx.post(api_url + f"/api/admin/teams/{team}/keys", json={}, headers=admin)
+    made.raise_for_status()
+    return str(made.json()["key"])
+
+
 def wait_until(condition: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
