@@ -1,0 +1,283 @@
+"""Database round trips per one-call job, counted on the wire: a figure that does not depend on
+how loaded the machine is.
+
+The API and the worker each reach Postgres through a small counting relay of their own (a TCP
+proxy on loopback that reads the client side of the PostgreSQL protocol). A round trip is a
+message after which the client waits for the server: a simple query (`Q`: asyncpg's BEGIN,
+COMMIT, ROLLBACK) or a `Sync` closing an extended-protocol statement. The relay also names each
+statement (from its `Parse` message) so the figures come with the statements that make them.
+
+Runs, on loopback, the fake provider, the LiteLLM proxy, one API, one worker (proxy mode) and a
+webhook sink; the team has a webhook endpoint, so delivery is counted too. Then:
+  * N one-call jobs, one at a time, each waited for by its webhook's arrival at the sink (no
+    polling through the API, which would count);
+  * the same wall time with nothing submitted (the worker's and API's background loops), which
+    is subtracted;
+  * N `GET /api/jobs/{id}` and N list pages.
+
+    python -m bench.round_trips [-n 50] [--top 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import struct
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from cli.stack import Proc, free_port, spawn, start_api, start_proxy, start_worker
+from tests.harness import (
+    create_database,
+    drop_database,
+    fake_proxy_config,
+    new_team_key,
+    platform_env,
+    start_fake_provider,
+)
+
+SSL_REQUEST = 80877103
+GSS_REQUEST = 80877104
+
+
+class WireCounter:
+    """A loopback relay to Postgres that counts the client's round trips and statements."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.round_trips = 0
+        self.statements: Counter[str] = Counter()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+
+    def start(self) -> int:
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+        return self.port
+
+    def reset(self) -> None:
+        self.round_trips = 0
+        self.statements = Counter()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        back = asyncio.ensure_future(self._pipe(up_reader, writer))
+        try:
+            await self._client_side(reader, writer, up_writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            up_writer.close()
+            back.cancel()
+            writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _client_side(
+        self,
+        reader: asyncio.StreamReader,
+        client: asyncio.StreamWriter,
+        upstream: asyncio.StreamWriter,
+    ) -> None:
+        names: dict[bytes, str] = {}  # prepared statement name -> its SQL, on this connection
+        pending: list[str] = []  # statements of the extended-protocol batch before its Sync
+        while True:  # the startup phase: messages without a type byte
+            head = await reader.readexactly(4)
+            (length,) = struct.unpack("!i", head)
+            payload = await reader.readexactly(length - 4)
+            code = struct.unpack("!i", payload[:4])[0]
+            if code in (SSL_REQUEST, GSS_REQUEST):
+                client.write(b"N")  # no encryption: the relay must read the messages
+                await client.drain()
+                continue
+            upstream.write(head + payload)
+            break
+        while True:
+            head = await reader.readexactly(5)
+            kind, length = head[:1], struct.unpack("!i", head[1:])[0]
+            payload = await reader.readexactly(length - 4)
+            upstream.write(head + payload)
+            await upstream.drain()
+            if kind == b"Q":
+                self.round_trips += 1
+                self.statements[_label(payload.rstrip(b"\0").decode(errors="replace"))] += 1
+            elif kind == b"P":
+                name, _, rest = payload.partition(b"\0")
+                sql = rest.split(b"\0", 1)[0].decode(errors="replace")
+                if name:
+                    names[name] = sql
+                else:
+                    pending.append(sql)
+            elif kind == b"B":
+                _portal, _, rest = payload.partition(b"\0")
+                name = rest.split(b"\0", 1)[0]
+                if name:
+                    pending.append(names.get(name, "?"))
+            elif kind == b"S":
+                self.round_trips += 1
+                for sql in pending or ["(sync)"]:
+                    self.statements[_label(sql)] += 1
+                pending = []
+            elif kind == b"X":
+                return
+
+
+def _label(sql: str) -> str:
+    words = " ".join(sql.split())
+    return words[:110]
+
+
+def _wait_arrival(sink_url: str, job_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(a[0] == job_id for a in httpx.get(sink_url + "/arrivals", timeout=10).json()):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the webhook of job {job_id} did not arrive")
+
+
+def _job(client: httpx.Client, i: int) -> str:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": f"round trip {i}"}],
+        "max_tokens": 16,
+    }
+    r = client.post("/api/jobs", json={"requests": [body]})
+    r.raise_for_status()
+    return str(r.json()["id"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=50, help="jobs (and GETs) measured")
+    parser.add_argument("--top", type=int, default=14, help="statements listed per process")
+    args = parser.parse_args()
+    n = args.n
+
+    log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-rt-"))
+    db = create_database("saasllm_rt_")
+    api_wire, worker_wire = WireCounter(("127.0.0.1", 5432)), WireCounter(("127.0.0.1", 5432))
+    api_port, worker_port = api_wire.start(), worker_wire.start()
+    procs: list[Proc] = []
+    try:
+        fake, fake_url = start_fake_provider(log_dir)
+        procs.append(fake)
+        config = fake_proxy_config(log_dir, fake_url)
+        proxy_port = free_port()
+        procs.append(start_proxy(platform_env(db, "", ""), config, proxy_port, log_dir))
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
+        queue = "saas-llm-rt:" + uuid.uuid4().hex[:6]
+
+        def via(port: int) -> str:
+            return db.replace("127.0.0.1:5432", f"127.0.0.1:{port}").replace(
+                "localhost:5432", f"127.0.0.1:{port}"
+            )
+
+        assert "127.0.0.1:5432" in db or "localhost:5432" in db, db
+        env_api = platform_env(via(api_port), queue, proxy_url)
+        env_worker = platform_env(via(worker_port), queue, proxy_url)
+        for env in (env_api, env_worker):
+            env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
+        sink_port = free_port()
+        sink = spawn(
+            "sink",
+            [sys.executable, "-m", "bench.sink", "--port", str(sink_port)],
+            dict(os.environ),
+            log_dir,
+        )
+        procs.append(sink)
+        sink_url = f"http://127.0.0.1:{sink_port}"
+        sink.wait_http(sink_url + "/arrivals")
+        api_port_http = free_port()
+        procs.append(start_api(env_api, api_port_http, log_dir))
+        procs.append(start_worker(env_worker, log_dir))
+        api_url = f"http://127.0.0.1:{api_port_http}"
+        key = new_team_key(api_url, "rt-")
+        with httpx.Client(
+            base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
+            client.post("/api/webhooks/endpoints", json={"url": sink_url + "/"}).raise_for_status()
+            for i in range(5):  # warm: imports, pools, prepared statements, the model list
+                _wait_arrival(sink_url, _job(client, i))
+            api_wire.reset()
+            worker_wire.reset()
+            started = time.monotonic()
+            ids = []
+            for i in range(n):
+                job_id = _job(client, i)
+                _wait_arrival(sink_url, job_id)
+                ids.append(job_id)
+            wall = time.monotonic() - started
+            api_jobs = (api_wire.round_trips, Counter(api_wire.statements))
+            worker_jobs = (worker_wire.round_trips, Counter(worker_wire.statements))
+            # The background loops over the same wall time, with nothing to do.
+            api_wire.reset()
+            worker_wire.reset()
+            time.sleep(wall)
+            api_idle, worker_idle = api_wire.round_trips, worker_wire.round_trips
+            api_wire.reset()
+            for job_id in ids:
+                client.get(f"/api/jobs/{job_id}").raise_for_status()
+            get_wire = (api_wire.round_trips, Counter(api_wire.statements))
+            api_wire.reset()
+            for _ in ids:
+                client.get("/api/jobs", params={"limit": 20}).raise_for_status()
+            list_wire = (api_wire.round_trips, Counter(api_wire.statements))
+
+        print(f"\ndatabase round trips, {n} one-call jobs one at a time ({wall:.1f} s), webhook on")
+        rows = []
+        for title, (total, stmts), idle in (
+            ("API, per job submitted", api_jobs, api_idle),
+            ("worker, per job run (claim, call, finish, webhook)", worker_jobs, worker_idle),
+            ("API, per GET /api/jobs/{id}", get_wire, 0),
+            ("API, per list page (limit 20)", list_wire, 0),
+        ):
+            per = (total - idle) / n
+            rows.append((title, per, idle))
+            print(
+                f"  {title}: {per:.1f} round trips "
+                f"({total} in all, {idle} of them background loops over the same time)"
+            )
+            for sql, count in stmts.most_common(args.top):
+                print(f"    {count / n:5.2f}  {sql}")
+        print("\n| path | round trips |\n|---|---:|")
+        for title, per, _ in rows:
+            print(f"| {title} | {per:.1f} |")
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        drop_database(db)
+
+
+if __name__ == "__main__":
+    main()
