@@ -21,12 +21,9 @@ webhook sink; the team has a webhook endpoint, so delivery is counted too. Then:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import struct
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -43,116 +40,7 @@ from tests.harness import (
     platform_env,
     start_fake_provider,
 )
-
-SSL_REQUEST = 80877103
-GSS_REQUEST = 80877104
-
-
-class WireCounter:
-    """A loopback relay to Postgres that counts the client's round trips and statements."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.round_trips = 0
-        self.statements: Counter[str] = Counter()
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-
-    def start(self) -> int:
-        threading.Thread(target=self._run, daemon=True).start()
-        self._ready.wait(10)
-        return self.port
-
-    def reset(self) -> None:
-        self.round_trips = 0
-        self.statements = Counter()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            return
-        back = asyncio.ensure_future(self._pipe(up_reader, writer))
-        try:
-            await self._client_side(reader, writer, up_writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            up_writer.close()
-            back.cancel()
-            writer.close()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def _client_side(
-        self,
-        reader: asyncio.StreamReader,
-        client: asyncio.StreamWriter,
-        upstream: asyncio.StreamWriter,
-    ) -> None:
-        names: dict[bytes, str] = {}  # prepared statement name -> its SQL, on this connection
-        pending: list[str] = []  # statements of the extended-protocol batch before its Sync
-        while True:  # the startup phase: messages without a type byte
-            head = await reader.readexactly(4)
-            (length,) = struct.unpack("!i", head)
-            payload = await reader.readexactly(length - 4)
-            code = struct.unpack("!i", payload[:4])[0]
-            if code in (SSL_REQUEST, GSS_REQUEST):
-                client.write(b"N")  # no encryption: the relay must read the messages
-                await client.drain()
-                continue
-            upstream.write(head + payload)
-            break
-        while True:
-            head = await reader.readexactly(5)
-            kind, length = head[:1], struct.unpack("!i", head[1:])[0]
-            payload = await reader.readexactly(length - 4)
-            upstream.write(head + payload)
-            await upstream.drain()
-            if kind == b"Q":
-                self.round_trips += 1
-                self.statements[_label(payload.rstrip(b"\0").decode(errors="replace"))] += 1
-            elif kind == b"P":
-                name, _, rest = payload.partition(b"\0")
-                sql = rest.split(b"\0", 1)[0].decode(errors="replace")
-                if name:
-                    names[name] = sql
-                else:
-                    pending.append(sql)
-            elif kind == b"B":
-                _portal, _, rest = payload.partition(b"\0")
-                name = rest.split(b"\0", 1)[0]
-                if name:
-                    pending.append(names.get(name, "?"))
-            elif kind == b"S":
-                self.round_trips += 1
-                for sql in pending or ["(sync)"]:
-                    self.statements[_label(sql)] += 1
-                pending = []
-            elif kind == b"X":
-                return
-
-
-def _label(sql: str) -> str:
-    words = " ".join(sql.split())
-    return words[:110]
+from tests.pgwire import WireCounter
 
 
 def _wait_arrival(sink_url: str, job_id: str, timeout: float = 60) -> None:
@@ -186,8 +74,9 @@ def main() -> None:
 
     log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-rt-"))
     db = create_database("saasllm_rt_")
-    api_wire, worker_wire = WireCounter(("127.0.0.1", 5432)), WireCounter(("127.0.0.1", 5432))
-    api_port, worker_port = api_wire.start(), worker_wire.start()
+    api_wire, worker_wire = WireCounter(), WireCounter()
+    api_wire.start()
+    worker_wire.start()
     procs: list[Proc] = []
     try:
         fake, fake_url = start_fake_provider(log_dir)
@@ -198,14 +87,8 @@ def main() -> None:
         proxy_url = f"http://127.0.0.1:{proxy_port}"
         queue = "saas-llm-rt:" + uuid.uuid4().hex[:6]
 
-        def via(port: int) -> str:
-            return db.replace("127.0.0.1:5432", f"127.0.0.1:{port}").replace(
-                "localhost:5432", f"127.0.0.1:{port}"
-            )
-
-        assert "127.0.0.1:5432" in db or "localhost:5432" in db, db
-        env_api = platform_env(via(api_port), queue, proxy_url)
-        env_worker = platform_env(via(worker_port), queue, proxy_url)
+        env_api = platform_env(api_wire.route(db), queue, proxy_url)
+        env_worker = platform_env(worker_wire.route(db), queue, proxy_url)
         for env in (env_api, env_worker):
             env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
         sink_port = free_port()
@@ -276,6 +159,8 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             proc.stop()
+        api_wire.stop()
+        worker_wire.stop()
         drop_database(db)
 
 
