@@ -28,9 +28,12 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
+import redis
 
+from cli.embedded import EmbeddedRedis
 from cli.stack import Proc, free_port, spawn, start_api, start_proxy, start_worker
 from tests.harness import (
     create_database,
@@ -63,6 +66,18 @@ def _job(client: httpx.Client, i: int) -> str:
     return str(r.json()["id"])
 
 
+def _redis_commands(client: redis.Redis) -> Counter[str]:
+    """Commands the server has run since it started, by name, less this bench's INFO calls."""
+    stats = cast(dict[str, dict[str, Any]], client.info("commandstats"))
+    return Counter(
+        {
+            k.removeprefix("cmdstat_"): int(v["calls"])
+            for k, v in stats.items()
+            if k != "cmdstat_info"
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,11 +101,16 @@ def main() -> None:
         procs.append(start_proxy(platform_env(db, "", ""), config, proxy_port, log_dir))
         proxy_url = f"http://127.0.0.1:{proxy_port}"
         queue = "saas-llm-rt:" + uuid.uuid4().hex[:6]
+        # A private Redis, so that its command counts are this platform's alone.
+        own_redis = EmbeddedRedis(log_dir / "redis", free_port(), uuid.uuid4().hex, log_dir)
+        procs.append(own_redis.start())
+        redis_client = redis.Redis.from_url(own_redis.url())
 
         env_api = platform_env(api_wire.route(db), queue, proxy_url)
         env_worker = platform_env(worker_wire.route(db), queue, proxy_url)
         for env in (env_api, env_worker):
             env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
+            env["REDIS_URL"] = own_redis.url()
         sink_port = free_port()
         sink = spawn(
             "sink",
@@ -114,6 +134,7 @@ def main() -> None:
                 _wait_arrival(sink_url, _job(client, i))
             api_wire.reset()
             worker_wire.reset()
+            redis_before = _redis_commands(redis_client)
             started = time.monotonic()
             ids = []
             for i in range(n):
@@ -121,13 +142,16 @@ def main() -> None:
                 _wait_arrival(sink_url, job_id)
                 ids.append(job_id)
             wall = time.monotonic() - started
+            redis_jobs = _redis_commands(redis_client) - redis_before
             api_jobs = (api_wire.round_trips, Counter(api_wire.statements))
             worker_jobs = (worker_wire.round_trips, Counter(worker_wire.statements))
             # The background loops over the same wall time, with nothing to do.
             api_wire.reset()
             worker_wire.reset()
+            redis_before = _redis_commands(redis_client)
             time.sleep(wall)
             api_idle, worker_idle = api_wire.round_trips, worker_wire.round_trips
+            redis_idle = _redis_commands(redis_client) - redis_before
             api_wire.reset()
             for job_id in ids:
                 client.get(f"/api/jobs/{job_id}").raise_for_status()
@@ -153,9 +177,17 @@ def main() -> None:
             )
             for sql, count in stmts.most_common(args.top):
                 print(f"    {count / n:5.2f}  {sql}")
+        redis_per = (redis_jobs.total() - redis_idle.total()) / n
+        print(
+            f"  Redis commands per job, all processes: {redis_per:.1f} ({redis_jobs.total()} in "
+            f"all, {redis_idle.total()} of them over the same time idle)"
+        )
+        for command, count in (redis_jobs - redis_idle).most_common(args.top):
+            print(f"    {count / n:5.2f}  {command}")
         print("\n| path | round trips |\n|---|---:|")
         for title, per, _ in rows:
             print(f"| {title} | {per:.1f} |")
+        print(f"| Redis commands per job (API and worker) | {redis_per:.1f} |")
     finally:
         for proc in reversed(procs):
             proc.stop()

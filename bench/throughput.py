@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -109,9 +111,9 @@ async def baseline(proxy_url: str, n: int, concurrency: int, delay_ms: int) -> d
     return {"rate": n / wall, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
 
 
-def webhook_lag(sink_url: str, tag: str, finished: dict[str, datetime], n: int) -> list[float]:
-    """Seconds from each job's end to its webhook's arrival at the sink."""
-    deadline = time.monotonic() + 120
+def wait_arrivals(sink_url: str, tag: str, n: int, timeout: float = 300) -> dict[str, float]:
+    """The first arrival time of each webhook of this run's n jobs, once all have arrived."""
+    deadline = time.monotonic() + timeout
     while True:
         arrived: dict[str, float] = {}
         for job_id, job_type, at in httpx.get(sink_url + "/arrivals", timeout=10).json():
@@ -121,6 +123,12 @@ def webhook_lag(sink_url: str, tag: str, finished: dict[str, datetime], n: int) 
             break
         time.sleep(0.05)
     assert len(arrived) == n, f"{len(arrived)} of {n} webhooks arrived"
+    return arrived
+
+
+def webhook_lag(sink_url: str, tag: str, finished: dict[str, datetime], n: int) -> list[float]:
+    """Seconds from each job's end to its webhook's arrival at the sink."""
+    arrived = wait_arrivals(sink_url, tag, n)
     return [arrived[j] - finished[j].timestamp() for j in arrived]
 
 
@@ -243,7 +251,11 @@ async def platform(
     concurrency: int,
     delay_ms: int,
     sink_url: str | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> dict[str, float]:
+    """n one-call jobs at `concurrency`; done when all have ended (with `sink_url`: when all
+    their webhooks have arrived), then `on_done()` (the caller reads CPU there), then the
+    jobs are listed for their timings."""
     tag = uuid.uuid4().hex[:6]
     job_ids: list[str] = []
     limits = httpx.Limits(max_connections=concurrency + 5)
@@ -265,8 +277,15 @@ async def platform(
             job_ids.append(r.json()["id"])
 
         submit_wall = await run_pool(n, concurrency, submit)
-        await wait_done(client, tag)
+        if sink_url:
+            # Done when every job's webhook has arrived: the client polls nothing, so the API's
+            # CPU per job is its submit, as it is for a customer who listens for webhooks.
+            await asyncio.to_thread(wait_arrivals, sink_url, tag, n)
+        else:
+            await wait_done(client, tag)
         wall = time.perf_counter() - started
+        if on_done is not None:
+            on_done()
         latencies: list[float] = []
         finished_at: dict[str, datetime] = {}
         statuses: dict[str, int] = {}
@@ -333,6 +352,12 @@ async def one_at_a_time(api_url: str, key: str, n: int) -> dict[str, float]:
 
 def _cpu_per_job(before: dict[str, float], procs: dict[str, Proc], n: int) -> dict[str, float]:
     return {name: (cpu_seconds(proc) - before[name]) * 1000 / n for name, proc in procs.items()}
+
+
+def _read_cpu_into(
+    out: dict[str, float], before: dict[str, float], procs: dict[str, Proc], n: int
+) -> None:
+    out.update(_cpu_per_job(before, procs, n))
 
 
 def _start_mode(
@@ -458,8 +483,13 @@ def main() -> None:
                             for name, proc in mode_procs.items()
                         ]
                     cpu_before = {name: cpu_seconds(proc) for name, proc in measured.items()}
-                    p = asyncio.run(platform(url, key, args.jobs, conc, delay, sink_url))
-                    cpu = _cpu_per_job(cpu_before, measured, args.jobs)
+                    cpu: dict[str, float] = {}
+                    read_cpu = functools.partial(
+                        _read_cpu_into, cpu, cpu_before, measured, args.jobs
+                    )
+                    p = asyncio.run(
+                        platform(url, key, args.jobs, conc, delay, sink_url, on_done=read_cpu)
+                    )
                     profiles = [profiler.stop() for profiler in profilers]
                     print(
                         f"{'':>7} {'':>4} {mode:<9} | {p['rate']:>7.1f} {p['p50'] * 1000:>7.0f} "
