@@ -3,6 +3,11 @@
 The delivery row is the truth and the queue a hint. A claim moves `next_attempt_at` to the end
 of a lease, so a worker that dies mid-attempt leaves a row the sweep finds due again once the
 lease runs out; a task for a row that is delivered, failed or not yet due does nothing.
+
+An attempt is two statements, each a transaction of its own (autocommit: no BEGIN/COMMIT round
+trips): the claim, which also reads the event and the signing secrets, and the record, which logs
+the attempt, updates the endpoint's health and moves the delivery on (repository.py holds both).
+Decrypted secrets are remembered per stored ciphertext, which a rotation replaces.
 """
 
 from __future__ import annotations
