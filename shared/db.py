@@ -141,6 +141,15 @@ async def transaction(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]
         await run_after_commit(session)
 
 
+@asynccontextmanager
+async def autocommit(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]:
+    """A unit of work that is one statement: each statement commits on its own, so no BEGIN or
+    COMMIT round trip (a single statement is atomic by itself). No after-commit work here."""
+    async with sessionmaker() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
 def waker_info(**wakers: Callable[[str], Awaitable[None]]) -> dict[str, Any]:
     """Session info that makes `wake(session, kind, id)` call `wakers[kind](id)` after commit."""
     return {f"wake:{kind}": fn for kind, fn in wakers.items()}

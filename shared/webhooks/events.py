@@ -15,12 +15,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.ids import new_id
-from shared.models import DeliveryStatus, WebhookDelivery, WebhookEvent
-from shared.webhooks.repository import WebhookRepository
+from shared.ids import new_id, sql_ulid_random
+from shared.models import WebhookEvent
 
 EVENT_TYPES = (
     "job.succeeded",
@@ -34,6 +34,39 @@ EVENT_TYPES = (
 )
 NOTIFY_CHANNEL = "saas_llm_webhooks"
 
+# The event, one pending delivery per enabled endpoint whose filter lets the type through (and
+# one to `extra_url`), and the NOTIFY if there is any delivery: one statement, one round trip.
+# Delivery ids are ULIDs of the event's millisecond minted in SQL, one per row (how many
+# endpoints match is only known there). Foreign keys are checked at the end of the statement,
+# so the deliveries may reference the event inserted beside them.
+_RECORD = text(
+    f"""
+WITH event AS (
+    INSERT INTO webhook_events (id, team_id, type, job_id, payload, created_at)
+    VALUES (:event_id, :team_id, :type, :job_id, :payload, :now)
+    RETURNING id
+), targets AS (
+    SELECT id AS endpoint_id, url FROM webhook_endpoints
+    WHERE team_id = :team_id AND enabled
+      AND (event_types = '[]'::jsonb OR event_types @> jsonb_build_array(CAST(:type AS text)))
+    UNION ALL
+    SELECT NULL, CAST(:extra_url AS varchar) WHERE CAST(:extra_url AS varchar) IS NOT NULL
+), minted AS (
+    SELECT endpoint_id, url,
+           ('x' || replace(gen_random_uuid()::text, '-', ''))::bit(128) AS bits
+    FROM targets
+), deliveries AS (
+    INSERT INTO webhook_deliveries
+        (id, team_id, event_id, endpoint_id, url, status, next_attempt_at)
+    SELECT 'whdl_' || :ulid_time || {sql_ulid_random("m.bits")},
+           :team_id, event.id, m.endpoint_id, m.url, 'pending', :now
+    FROM minted m CROSS JOIN event
+    RETURNING id
+)
+SELECT pg_notify(:channel, '') FROM deliveries LIMIT 1
+"""  # noqa: S608 - the only fragment put in is a constant of shared.ids
+).bindparams(bindparam("payload", type_=JSONB))
+
 
 async def record_event(
     session: AsyncSession,
@@ -44,7 +77,8 @@ async def record_event(
     job_id: str | None = None,
     extra_url: str | None = None,
 ) -> WebhookEvent:
-    """Store an event and one pending delivery per matching endpoint (and `extra_url`)."""
+    """Store an event and one pending delivery per matching endpoint (and `extra_url`); the
+    event returned is not attached to the session."""
     now = datetime.now(UTC)
     event = WebhookEvent(
         id=new_id("msg"),
@@ -54,26 +88,19 @@ async def record_event(
         payload={"type": type_, "timestamp": now.isoformat(), "data": data},
         created_at=now,
     )
-    session.add(event)
-    endpoints = await WebhookRepository(session).endpoints_for(team_id, type_)
-    targets: list[tuple[str | None, str]] = [(e.id, e.url) for e in endpoints]
-    if extra_url:
-        targets.append((None, extra_url))
-    deliveries = [
-        WebhookDelivery(
-            id=new_id("whdl"),
-            team_id=team_id,
-            event_id=event.id,
-            endpoint_id=endpoint_id,
-            url=url,
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=now,
-        )
-        for endpoint_id, url in targets
-    ]
-    await session.flush()  # the event first: deliveries reference it
-    if deliveries:
-        session.add_all(deliveries)
-        await session.flush()
-        await session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
+    await session.flush()  # rows this one may refer to (a team, a job) first
+    await session.execute(
+        _RECORD,
+        {
+            "event_id": event.id,
+            "team_id": team_id,
+            "type": type_,
+            "job_id": job_id,
+            "payload": event.payload,
+            "now": now,
+            "extra_url": extra_url or None,
+            "ulid_time": event.id.removeprefix("msg_")[:10],  # the event's millisecond
+            "channel": NOTIFY_CHANNEL,
+        },
+    )
     return event

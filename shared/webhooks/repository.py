@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    column,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.crypto import SecretBox
+from shared.ids import new_id
 from shared.models import (
     DeliveryStatus,
     WebhookAttempt,
@@ -19,7 +33,7 @@ from shared.models import (
     WebhookEvent,
     WebhookTeamSecret,
 )
-from shared.webhooks.delivery import generate_secret
+from shared.webhooks.delivery import SendResult, generate_secret
 
 _T = TypeVar("_T")
 
@@ -218,27 +232,230 @@ class WebhookRepository:
 # -- worker side: not team-facing, keyed by the delivery's own id ------------------------------
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A delivery taken for one attempt, with its event's payload and the signing secrets as
+    stored (the endpoint's, or for a job's own URL the team's; None if the team has none yet)."""
+
+    id: str
+    team_id: str
+    event_id: str
+    endpoint_id: str | None
+    url: str  # where this attempt goes: the endpoint's URL now
+    attempts: int
+    round_attempts: int
+    payload: dict[str, Any]
+    endpoint_enabled: bool | None  # None: no endpoint (a job's URL) or the endpoint is gone
+    secret: str | None
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+
+
+# Claim the delivery if it is pending and due (arq and Postgres clocks may differ a little: a
+# deferred task may come a bit early), moving `next_attempt_at` to the end of the lease, and read
+# what the attempt needs, in one statement. The URL becomes the endpoint's current one (unless it
+# is disabled): a customer who moves an endpoint gets its pending retries at the new URL.
+_CLAIM = text(
+    """
+WITH claimed AS (
+    UPDATE webhook_deliveries d SET
+        attempts = d.attempts + 1,
+        round_attempts = d.round_attempts + 1,
+        next_attempt_at = now() + make_interval(secs => :lease),
+        updated_at = now(),
+        url = coalesce(
+            (SELECT e.url FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled),
+            d.url
+        )
+    WHERE d.id = :id AND d.status = 'pending'
+      AND d.next_attempt_at <= now() + interval '0.25 seconds'
+    RETURNING d.id, d.team_id, d.event_id, d.endpoint_id, d.url, d.attempts, d.round_attempts
+)
+SELECT c.id, c.team_id, c.event_id, c.endpoint_id, c.url, c.attempts, c.round_attempts,
+       ev.payload, ep.enabled AS endpoint_enabled,
+       coalesce(ep.secret, ts.secret) AS secret,
+       coalesce(ep.previous_secret, ts.previous_secret) AS previous_secret,
+       coalesce(ep.previous_secret_expires_at, ts.previous_secret_expires_at)
+           AS previous_secret_expires_at
+FROM claimed c
+JOIN webhook_events ev ON ev.id = c.event_id
+LEFT JOIN webhook_endpoints ep ON ep.id = c.endpoint_id
+LEFT JOIN webhook_team_secrets ts ON c.endpoint_id IS NULL AND ts.team_id = c.team_id
+"""
+).columns(
+    column("id", String),
+    column("team_id", String),
+    column("event_id", String),
+    column("endpoint_id", String),
+    column("url", String),
+    column("attempts", Integer),
+    column("round_attempts", Integer),
+    column("payload", JSONB),
+    column("endpoint_enabled", Boolean),
+    column("secret", String),
+    column("previous_secret", String),
+    column("previous_secret_expires_at", DateTime(timezone=True)),
+)
+
+
 async def claim_delivery(
     session: AsyncSession, delivery_id: str, lease_seconds: float
-) -> WebhookDelivery | None:
+) -> Claim | None:
     """Take a due pending delivery for one attempt; None if it is not due or not pending."""
-    stmt = (
+    row = (await session.execute(_CLAIM, {"id": delivery_id, "lease": lease_seconds})).first()
+    return None if row is None else Claim(**row._mapping)
+
+
+async def settle_delivery(
+    session: AsyncSession,
+    delivery_id: str,
+    attempts: int,
+    *,
+    status: DeliveryStatus,
+    error: str | None = None,
+) -> None:
+    """End a delivery's round without an answer (unless a later attempt took the row over)."""
+    await session.execute(
         update(WebhookDelivery)
         .where(
             WebhookDelivery.id == delivery_id,
             WebhookDelivery.status == DeliveryStatus.PENDING,
-            # arq and Postgres clocks may differ a little: a deferred task may come a bit early.
-            WebhookDelivery.next_attempt_at <= func.now() + timedelta(seconds=0.25),
+            WebhookDelivery.attempts == attempts,
         )
         .values(
-            attempts=WebhookDelivery.attempts + 1,
-            round_attempts=WebhookDelivery.round_attempts + 1,
-            next_attempt_at=func.now() + timedelta(seconds=lease_seconds),
+            status=status,
+            next_attempt_at=None,
+            last_status_code=None,
+            last_error=error,
+            delivered_at=None,
             updated_at=func.now(),
         )
-        .returning(WebhookDelivery)
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an attempt did: the delivery's status now, whether this attempt still
+    held the row, and what the answer did to the endpoint."""
+
+    status: DeliveryStatus
+    moved: bool
+    endpoint_matched: bool  # the endpoint exists at the URL the attempt went to
+    endpoint_tripped: bool  # disabled now for failing too long
+
+
+# The attempt's log row, the endpoint's health and the delivery's next state, in one statement.
+# The endpoint counts only if it is still at the URL the attempt went to (an answer from an old
+# URL says nothing about it: a 410 there must not disable it). It is locked first (FOR UPDATE in
+# READ COMMITTED reads its latest version), then the delivery; written only if it changes. The
+# delivery moves only if this attempt still holds it (same `attempts`): otherwise the lease ran
+# out and another attempt took over.
+_RECORD = text(
+    """
+WITH attempt AS (
+    INSERT INTO webhook_attempts (id, team_id, delivery_id, event_id, endpoint_id, attempt, url,
+                                  status_code, latency_ms, response_body, error)
+    VALUES (:attempt_id, :team_id, :delivery_id, :event_id, :endpoint_id, :attempt, :url,
+            :status_code, :latency_ms, :response_body, :attempt_error)
+), endpoint AS (
+    SELECT id, enabled, disabled_reason, failing_since,
+           NOT :ok AND NOT :gone AND coalesce(
+               failing_since <= now() - make_interval(secs => :disable_after), false
+           ) AS tripped
+    FROM webhook_endpoints
+    WHERE id = :endpoint_id AND url = :url
+    FOR UPDATE
+), health AS (
+    SELECT id, tripped,
+           CASE WHEN :ok THEN NULL
+                WHEN :gone THEN failing_since
+                ELSE coalesce(failing_since, now()) END AS failing_since,
+           enabled AND NOT (:gone OR tripped) AS enabled,
+           CASE WHEN :gone THEN 'gone' WHEN tripped THEN 'failing'
+                ELSE disabled_reason END AS disabled_reason
+    FROM endpoint
+), touched AS (
+    UPDATE webhook_endpoints e SET
+        failing_since = h.failing_since,
+        enabled = h.enabled,
+        disabled_reason = h.disabled_reason,
+        updated_at = now()
+    FROM health h
+    WHERE e.id = h.id
+      AND (e.failing_since, e.enabled, e.disabled_reason)
+          IS DISTINCT FROM (h.failing_since, h.enabled, h.disabled_reason)
+), verdict AS (
+    SELECT CASE WHEN :ok THEN 'succeeded'
+                WHEN :exhausted OR EXISTS (SELECT FROM health WHERE NOT enabled) THEN 'failed'
+                ELSE 'pending' END AS status
+), delivery AS (
+    UPDATE webhook_deliveries d SET
+        status = v.status,
+        next_attempt_at = CASE WHEN v.status = 'pending'
+                               THEN now() + make_interval(secs => :delay) END,
+        last_status_code = :status_code,
+        last_error = :delivery_error,
+        delivered_at = CASE v.status WHEN 'succeeded' THEN now()
+                                     WHEN 'failed' THEN NULL
+                                     ELSE d.delivered_at END,
+        updated_at = now()
+    FROM verdict v
+    WHERE d.id = :delivery_id AND d.status = 'pending' AND d.attempts = :attempt
+    RETURNING d.id
+)
+SELECT v.status,
+       EXISTS (SELECT FROM delivery) AS moved,
+       EXISTS (SELECT FROM health) AS endpoint_matched,
+       coalesce((SELECT tripped FROM health), false) AS endpoint_tripped
+FROM verdict v
+"""
+)
+
+
+async def record_attempt(
+    session: AsyncSession,
+    claim: Claim,
+    result: SendResult,
+    *,
+    exhausted: bool,
+    delay: float,
+    disable_after_seconds: float,
+) -> Recorded:
+    """Log the attempt and move the delivery on: delivered, failed (`exhausted` schedule, or the
+    endpoint disabled), or due again in `delay` seconds."""
+    error = result.error or (
+        f"HTTP {result.status_code}" if result.status_code is not None else None
+    )
+    row = (
+        await session.execute(
+            _RECORD,
+            {
+                "attempt_id": new_id("whatt"),
+                "team_id": claim.team_id,
+                "delivery_id": claim.id,
+                "event_id": claim.event_id,
+                "endpoint_id": claim.endpoint_id,
+                "attempt": claim.attempts,
+                "url": claim.url,
+                "status_code": result.status_code,
+                "latency_ms": result.latency_ms,
+                "response_body": result.response_body,
+                "attempt_error": result.error,
+                "ok": result.ok,
+                "gone": result.status_code == 410,
+                "exhausted": exhausted,
+                "delay": delay,
+                "disable_after": float(disable_after_seconds),
+                "delivery_error": None if result.ok else error,
+            },
+        )
+    ).one()
+    return Recorded(
+        status=DeliveryStatus(row.status),
+        moved=row.moved,
+        endpoint_matched=row.endpoint_matched,
+        endpoint_tripped=row.endpoint_tripped,
+    )
 
 
 async def due_deliveries(session: AsyncSession, limit: int) -> Sequence[tuple[str, int]]:

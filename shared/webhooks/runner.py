@@ -3,32 +3,30 @@
 The delivery row is the truth and the queue a hint. A claim moves `next_attempt_at` to the end
 of a lease, so a worker that dies mid-attempt leaves a row the sweep finds due again once the
 lease runs out; a task for a row that is delivered, failed or not yet due does nothing.
+
+An attempt is two statements, each a transaction of its own (autocommit: no BEGIN/COMMIT round
+trips): the claim, which also reads the event and the signing secrets, and the record, which logs
+the attempt, updates the endpoint's health and moves the delivery on (repository.py holds both).
+Decrypted secrets are remembered per stored ciphertext, which a rotation replaces.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import DatabaseURL, Settings
 from shared.crypto import SecretBox
-from shared.db import transaction
-from shared.ids import new_id
-from shared.models import (
-    DeliveryStatus,
-    WebhookAttempt,
-    WebhookDelivery,
-    WebhookEndpoint,
-    WebhookEvent,
-    WebhookTeamSecret,
-)
+from shared.db import autocommit
+from shared.models import DeliveryStatus, WebhookEndpoint, WebhookTeamSecret
 from shared.queue import enqueue_delivery
 from shared.retry import forever
 from shared.runtime import Runtime
@@ -40,7 +38,14 @@ from shared.webhooks.delivery import (
     sign_headers,
 )
 from shared.webhooks.events import NOTIFY_CHANNEL
-from shared.webhooks.repository import WebhookRepository, claim_delivery, due_deliveries
+from shared.webhooks.repository import (
+    Recorded,
+    WebhookRepository,
+    claim_delivery,
+    due_deliveries,
+    record_attempt,
+    settle_delivery,
+)
 
 log = logging.getLogger("saas_llm.webhooks")
 SWEEP_BATCH = 500
@@ -57,7 +62,21 @@ def active_secrets(
     out = [secret]
     if previous and previous_expires_at and previous_expires_at > datetime.now(UTC):
         out.append(previous)
-    return [box.open(s) for s in out] if box is not None else out
+    return [_open(box, s) for s in out] if box is not None else out
+
+
+@functools.lru_cache(maxsize=8)
+def _box(keys: tuple[str, ...]) -> SecretBox:
+    """One box per set of keys, for the life of the process (the cache below is per box)."""
+    return SecretBox(keys)
+
+
+@functools.lru_cache(maxsize=1024)
+def _open(box: SecretBox, stored: str) -> str:
+    """`box.open`, remembered per stored value: a ciphertext always opens to the same secret
+    under the same keys, and a rotated or re-encrypted secret is a new ciphertext (a new entry),
+    so nothing here can go stale."""
+    return box.open(stored)
 
 
 async def erase_expired_secrets(session: AsyncSession) -> int:
@@ -79,197 +98,91 @@ def lease_seconds(settings: Settings) -> float:
 
 
 async def deliver(deps: Runtime, delivery_id: str, sender: WebhookSender) -> str:
-    """Make the next attempt of a delivery if it is due; safe to run any number of times."""
+    """Make the next attempt of a delivery if it is due; safe to run any number of times.
+
+    Two statements on the wire, each its own transaction: the claim (which reads the event and
+    the secrets), and after the request the record (attempt log, endpoint health, next state).
+    No lock or connection is held during the request."""
     settings = deps.settings
-    box = SecretBox(settings.webhook_secret_keys)
-    async with transaction(deps.sessionmaker) as session:
-        delivery = await claim_delivery(session, delivery_id, lease_seconds(settings))
-        if delivery is None:
+    box = _box(tuple(settings.webhook_secret_keys))
+    async with autocommit(deps.sessionmaker) as session:
+        claim = await claim_delivery(session, delivery_id, lease_seconds(settings))
+        if claim is None:
             return "skipped"
-        event = await session.get(WebhookEvent, delivery.event_id)
-        assert event is not None  # deliveries cascade with their event
-        endpoint = None
-        if delivery.endpoint_id is not None:
-            endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
-            if endpoint is None or not endpoint.enabled:
-                await _settle(
-                    session, delivery, status=DeliveryStatus.FAILED, error="endpoint disabled"
-                )
-                return "disabled"
-            secrets = active_secrets(
-                endpoint.secret,
-                endpoint.previous_secret,
-                endpoint.previous_secret_expires_at,
-                box,
+        if claim.endpoint_id is not None and not claim.endpoint_enabled:
+            await settle_delivery(
+                session,
+                claim.id,
+                claim.attempts,
+                status=DeliveryStatus.FAILED,
+                error="endpoint disabled",
             )
-            # The endpoint's URL now, not the one it had when the event was recorded: a customer
-            # who moves an endpoint gets its pending retries and redeliveries at the new URL.
-            url = endpoint.url
-            if url != delivery.url:
-                await session.execute(
-                    update(WebhookDelivery)
-                    .where(WebhookDelivery.id == delivery.id)
-                    .values(url=url, updated_at=func.now())
-                )
-        else:
-            url = delivery.url  # a job's own webhook_url: fixed when the job was created
-            team = await WebhookRepository(session, box).team_secret(delivery.team_id)
-            secrets = active_secrets(
-                team.secret, team.previous_secret, team.previous_secret_expires_at, box
-            )
-    body = encode_payload(event.payload)
+            return "disabled"
+        stored = (claim.secret, claim.previous_secret, claim.previous_secret_expires_at)
+        if stored[0] is None:  # a job's own webhook_url, and the team has no secret yet
+            team = await WebhookRepository(session, box).team_secret(claim.team_id)
+            stored = (team.secret, team.previous_secret, team.previous_secret_expires_at)
+    assert stored[0] is not None
+    secrets = active_secrets(stored[0], stored[1], stored[2], box)
+    body = encode_payload(claim.payload)
     result = await send(
         sender,
-        url,
+        claim.url,
         body,
-        sign_headers(secrets, event.id, body),
+        sign_headers(secrets, claim.event_id, body),
         timeout_seconds=settings.webhook_timeout_seconds,
         allow_private=settings.webhook_allow_private_networks,
     )
+    schedule = settings.webhook_schedule
+    exhausted = claim.round_attempts >= len(schedule)
+    delay = 0.0 if exhausted else schedule[claim.round_attempts]
+    if result.retry_after is not None:
+        delay = max(delay, result.retry_after)
     try:
-        outcome, delay = await _record(deps, delivery, url, result)
+        async with autocommit(deps.sessionmaker) as session:
+            recorded = await record_attempt(
+                session,
+                claim,
+                result,
+                exhausted=exhausted,
+                delay=delay,
+                disable_after_seconds=settings.webhook_disable_after_seconds,
+            )
     except IntegrityError:
         # The endpoint (and with it this delivery) was deleted during the attempt.
         return "deleted"
+    outcome = _outcome(result, recorded)
+    if outcome == "gone":
+        log.warning("webhook endpoint disabled: 410 Gone", extra={"endpoint_id": claim.endpoint_id})
+    elif recorded.endpoint_tripped:
+        log.warning("webhook endpoint disabled: failing", extra={"endpoint_id": claim.endpoint_id})
     extra = {
-        "delivery_id": delivery.id,
-        "event_id": event.id,
-        "team_id": delivery.team_id,
-        "attempt": delivery.attempts,
+        "delivery_id": claim.id,
+        "event_id": claim.event_id,
+        "team_id": claim.team_id,
+        "attempt": claim.attempts,
         "status": result.status_code,
         "outcome": outcome,
     }
     log.info("webhook attempt", extra=extra)
-    if delay is not None:
+    if outcome == "retry":
         await enqueue_delivery(
-            deps.queue, deps.settings, delivery.id, attempts=delivery.attempts, defer_by=delay
+            deps.queue, deps.settings, claim.id, attempts=claim.attempts, defer_by=delay
         )
     return outcome
 
 
-async def _record(
-    deps: Runtime, delivery: WebhookDelivery, url: str, result: SendResult
-) -> tuple[str, float | None]:
-    """Log the attempt (sent to `url`) and move the delivery on; returns the outcome and the
-    next delay."""
-    settings = deps.settings
-    schedule = settings.webhook_schedule
-    async with transaction(deps.sessionmaker) as session:
-        session.add(
-            WebhookAttempt(
-                id=new_id("whatt"),
-                team_id=delivery.team_id,
-                delivery_id=delivery.id,
-                event_id=delivery.event_id,
-                endpoint_id=delivery.endpoint_id,
-                attempt=delivery.attempts,
-                url=url,
-                status_code=result.status_code,
-                latency_ms=result.latency_ms,
-                response_body=result.response_body,
-                error=result.error,
-            )
-        )
-        endpoint = None
-        if delivery.endpoint_id is not None:
-            endpoint = (
-                await session.execute(
-                    select(WebhookEndpoint)
-                    .where(WebhookEndpoint.id == delivery.endpoint_id)
-                    .with_for_update()
-                )
-            ).scalar_one_or_none()
-        if endpoint is not None and endpoint.url != url:
-            # The URL changed during the attempt: the answer says nothing about the endpoint's
-            # health (a 410 from the old URL must not disable it); the next attempt goes to the
-            # new URL.
-            endpoint = None
-        error = result.error or (
-            f"HTTP {result.status_code}" if result.status_code is not None else None
-        )
-        if result.ok:
-            if endpoint is not None:
-                endpoint.failing_since = None
-            await _settle(
-                session, delivery, status=DeliveryStatus.SUCCEEDED, code=result.status_code
-            )
-            return "succeeded", None
-        if result.status_code == 410 and endpoint is not None:
-            endpoint.enabled = False
-            endpoint.disabled_reason = "gone"
-            await _settle(session, delivery, status=DeliveryStatus.FAILED, code=410, error=error)
-            log.warning("webhook endpoint disabled: 410 Gone", extra={"endpoint_id": endpoint.id})
-            return "gone", None
-        if endpoint is not None:
-            now = datetime.now(UTC)
-            if endpoint.failing_since is None:
-                endpoint.failing_since = now
-            elif now - endpoint.failing_since >= timedelta(
-                seconds=settings.webhook_disable_after_seconds
-            ):
-                endpoint.enabled = False
-                endpoint.disabled_reason = "failing"
-                log.warning(
-                    "webhook endpoint disabled: failing", extra={"endpoint_id": endpoint.id}
-                )
-        disabled = endpoint is not None and not endpoint.enabled
-        if delivery.round_attempts >= len(schedule) or disabled:
-            await _settle(
-                session,
-                delivery,
-                status=DeliveryStatus.FAILED,
-                code=result.status_code,
-                error=error,
-            )
-            return "failed", None
-        delay = schedule[delivery.round_attempts]
-        if result.retry_after is not None:
-            delay = max(delay, result.retry_after)
-        moved = await session.execute(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.id == delivery.id,
-                WebhookDelivery.status == DeliveryStatus.PENDING,
-                WebhookDelivery.attempts == delivery.attempts,
-            )
-            .values(
-                next_attempt_at=func.now() + timedelta(seconds=delay),
-                last_status_code=result.status_code,
-                last_error=error,
-                updated_at=func.now(),
-            )
-            .returning(WebhookDelivery.id)
-        )
-        if moved.scalar_one_or_none() is None:
-            return "superseded", None  # the lease ran out and another attempt took over
-        return "retry", delay
-
-
-async def _settle(
-    session: AsyncSession,
-    delivery: WebhookDelivery,
-    *,
-    status: DeliveryStatus,
-    code: int | None = None,
-    error: str | None = None,
-) -> None:
-    """End a delivery's round (unless a later attempt already took the row over)."""
-    await session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == delivery.id,
-            WebhookDelivery.status == DeliveryStatus.PENDING,
-            WebhookDelivery.attempts == delivery.attempts,
-        )
-        .values(
-            status=status,
-            next_attempt_at=None,
-            last_status_code=code,
-            last_error=error,
-            delivered_at=func.now() if status == DeliveryStatus.SUCCEEDED else None,
-            updated_at=func.now(),
-        )
-    )
+def _outcome(result: SendResult, recorded: Recorded) -> str:
+    """The attempt's outcome as logged and returned by `deliver`."""
+    if result.ok:
+        return "succeeded"
+    if result.status_code == 410 and recorded.endpoint_matched:
+        return "gone"
+    if recorded.status != DeliveryStatus.PENDING:
+        return "failed"
+    if not recorded.moved:
+        return "superseded"  # the lease ran out and another attempt took over
+    return "retry"
 
 
 async def sweep(deps: Runtime) -> int:
@@ -278,7 +191,7 @@ async def sweep(deps: Runtime) -> int:
     The due ids are read in a short transaction and enqueued after it ends, so a slow Redis
     holds no row lock and no database connection. Two sweeps enqueueing the same row is
     harmless: the queue entry's id is per attempt, and the task re-reads the row."""
-    async with transaction(deps.sessionmaker) as session:
+    async with autocommit(deps.sessionmaker) as session:
         due = await due_deliveries(session, SWEEP_BATCH)
     for delivery_id, attempts in due:
         await enqueue_delivery(deps.queue, deps.settings, delivery_id, attempts=attempts)
