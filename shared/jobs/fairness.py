@@ -16,10 +16,12 @@ The fair choice, from Postgres, at the moment a slot is free:
    team has queued: its wait is about one call's latency, not the length of the flood.
 2. Within that team: the call of the highest priority (high, normal, low), then the oldest.
 
-Cost: a loose index scan of `ix_calls_queued_fair` (one probe per team with queued calls), one
-count of running calls per such team (`ix_calls_team_id_running`) and one index probe for each
-team's next call. A team whose oldest queued calls belong to paused jobs makes its probe walk
-past them.
+Cost: one statement (`CHOOSE`, which also reads the entry's own call and its team's status and
+limit, so the claim need not): a loose index scan of `ix_calls_queued_fair` (one probe per team
+with queued calls), one count of running calls per such team (`ix_calls_team_id_running`) and
+one index probe for each team's next call. A team whose oldest queued calls belong to paused jobs
+makes its probe walk past them. The claim is then one more statement (`claim`), or three for a
+team with `max_calls_in_flight` (its lock and count come first); a swap adds `NEXT`.
 """
 
 from __future__ import annotations
