@@ -16,33 +16,43 @@ The fair choice, from Postgres, at the moment a slot is free:
    team has queued: its wait is about one call's latency, not the length of the flood.
 2. Within that team: the call of the highest priority (high, normal, low), then the oldest.
 
-Cost: a loose index scan of `ix_calls_queued_fair` (one probe per team with queued calls), one
-count of running calls per such team (`ix_calls_team_id_running`) and one index probe for each
-team's next call. A team whose oldest queued calls belong to paused jobs makes its probe walk
-past them.
+Cost: one statement (`CHOOSE`, which also reads the entry's own call and its team's status and
+limit, so the claim need not): a loose index scan of `ix_calls_queued_fair` (one probe per team
+with queued calls), one count of running calls per such team (`ix_calls_team_id_running`) and
+one index probe for each team's next call. A team whose oldest queued calls belong to paused jobs
+makes its probe walk past them. The claim is then one more statement (`claim`), or three for a
+team with `max_calls_in_flight` (its lock and count come first); a swap adds `NEXT`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.jobs.lifecycle import JOB_RUNNABLE, TeamBusy, claim_call
-from shared.models import Call
+from shared.jobs.lifecycle import JOB_RUNNABLE, TeamBusy, TeamGate, claim
+from shared.models import Call, Team
 
 # JOB_RUNNABLE is written out in the statements below: checked here, at import.
 assert {str(s) for s in JOB_RUNNABLE} == {"open", "queued", "running"}
 
-# The call this entry names: its team and priority, if it is still queued.
-OWN = text("SELECT team_id, priority FROM calls WHERE id = :id AND status = 'queued'")
-
-# Every team that may start a call now, with its running count and its next call's priority.
-TEAMS = text(
+# One statement: the call this entry names (if it is still queued) with what the claim must know
+# of its team, then, in one row each, every team that may start a call now, with its running
+# count, its limit and its next call's priority. No row: the call is not queued any more; one row
+# without a team: no team may start a call now.
+CHOOSE = text(
     """
-WITH RECURSIVE queued(team_id) AS (
-    (SELECT team_id FROM calls WHERE status = 'queued' ORDER BY team_id LIMIT 1)
+WITH RECURSIVE own AS (
+    SELECT c.team_id, c.priority, t.status, t.max_calls_in_flight AS lim
+    FROM calls c JOIN teams t ON t.id = c.team_id
+    WHERE c.id = :id AND c.status = 'queued'
+), queued(team_id) AS (
+    (SELECT team_id FROM calls WHERE status = 'queued' AND EXISTS (SELECT FROM own)
+     ORDER BY team_id LIMIT 1)
     UNION ALL
     SELECT (SELECT c.team_id FROM calls c
             WHERE c.status = 'queued' AND c.team_id > q.team_id
@@ -54,18 +64,22 @@ WITH RECURSIVE queued(team_id) AS (
             WHERE r.team_id = q.team_id AND r.status = 'running') AS running
     FROM queued q JOIN teams t ON t.id = q.team_id
     WHERE q.team_id IS NOT NULL AND t.status = 'active'
+), fair AS (
+    SELECT n.team_id, n.lim, n.running, head.priority, head.created_at
+    FROM teams_now n
+    CROSS JOIN LATERAL (
+        SELECT c.priority, c.created_at FROM calls c JOIN jobs j ON j.id = c.job_id
+        WHERE c.team_id = n.team_id AND c.status = 'queued'
+          AND j.status IN ('open', 'queued', 'running')
+          AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())
+        ORDER BY c.priority, c.created_at, c.seq
+        LIMIT 1
+    ) head
+    WHERE n.lim IS NULL OR n.running < n.lim
 )
-SELECT n.team_id, n.running, head.priority, head.created_at
-FROM teams_now n
-CROSS JOIN LATERAL (
-    SELECT c.priority, c.created_at FROM calls c JOIN jobs j ON j.id = c.job_id
-    WHERE c.team_id = n.team_id AND c.status = 'queued'
-      AND j.status IN ('open', 'queued', 'running')
-      AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())
-    ORDER BY c.priority, c.created_at, c.seq
-    LIMIT 1
-) head
-WHERE n.lim IS NULL OR n.running < n.lim
+SELECT own.team_id AS own_team, own.priority AS own_priority, own.status AS own_status,
+       own.lim AS own_lim, fair.team_id, fair.lim, fair.running, fair.priority, fair.created_at
+FROM own LEFT JOIN fair ON true
 """
 )
 
@@ -84,34 +98,46 @@ FOR UPDATE OF c SKIP LOCKED
 
 @dataclass(frozen=True)
 class Claimed:
-    """The call claimed for this queue entry (None: none), and whether it is another call than
-    the one the entry names (then the entry goes back to the queue for its own call)."""
+    """The call claimed for this queue entry (None: none), whether it is another call than the
+    one the entry names (then the entry goes back to the queue for its own call), and, with a
+    call, its team's row as the claim read it and its job's deadline."""
 
     call: Call | None
     swapped: bool = False
+    team: Team | None = None
+    deadline: datetime | None = None
 
 
-async def choose(session: AsyncSession, call_id: str) -> str | None:
-    """The id of the call to run instead of `call_id`, or None to run `call_id` itself."""
-    own = (await session.execute(OWN, {"id": call_id})).first()
-    if own is None:
-        return None  # not queued any more: the claim finds nothing, the entry is dropped
-    own_team, own_priority = own
-    teams = (await session.execute(TEAMS)).all()
+@dataclass(frozen=True)
+class Choice:
+    """The fair choice for an entry: its own call's team (None: the call is not queued any
+    more), and the team whose call should run instead of it, if any."""
+
+    own: TeamGate | None
+    instead: TeamGate | None = None
+
+
+def _pick(rows: Sequence[Row[Any]]) -> Choice:
+    first = rows[0]
+    own = TeamGate(first.own_team, first.own_status, first.own_lim)
+    teams = [row for row in rows if row.team_id is not None]
     if not teams:
-        return None
+        return Choice(own)
     fewest = min(row.running for row in teams)
-    mine = next((row for row in teams if row.team_id == own_team), None)
+    mine = next((row for row in teams if row.team_id == own.team_id), None)
     if mine is not None and mine.running == fewest:
-        if own_priority <= mine.priority:
-            return None  # the fair choice is this very call (or one as good)
-        team_id = own_team
+        if first.own_priority <= mine.priority:
+            return Choice(own)  # the fair choice is this very call (or one as good)
+        pick = mine
     else:
-        team_id = min(
-            (row for row in teams if row.running == fewest), key=lambda row: row.created_at
-        ).team_id
-    other: str | None = (await session.execute(NEXT, {"team_id": team_id})).scalar()
-    return other if other != call_id else None
+        pick = min((row for row in teams if row.running == fewest), key=lambda row: row.created_at)
+    return Choice(own, TeamGate(pick.team_id, "active", pick.lim))
+
+
+async def choose(session: AsyncSession, call_id: str) -> Choice:
+    """The fair choice for the queue entry of `call_id`, in one statement."""
+    rows = (await session.execute(CHOOSE, {"id": call_id})).all()
+    return _pick(rows) if rows else Choice(None)
 
 
 async def claim_fair(session: AsyncSession, call_id: str, lease_seconds: float) -> Claimed:
@@ -119,12 +145,20 @@ async def claim_fair(session: AsyncSession, call_id: str, lease_seconds: float) 
 
     Raises `TeamBusy` as `claim_call` does, when the entry's own call is to run and its team is
     at its in-flight limit."""
-    other = await choose(session, call_id)
-    if other is not None:
-        try:
-            call = await claim_call(session, other, lease_seconds)
-        except TeamBusy:
-            call = None  # it filled up meanwhile: fall back to the entry's own call
-        if call is not None:
-            return Claimed(call, swapped=True)
-    return Claimed(await claim_call(session, call_id, lease_seconds))
+    choice = await choose(session, call_id)
+    if choice.own is None:
+        return Claimed(None)  # not queued any more: the entry is dropped
+    if choice.instead is not None:
+        params = {"team_id": choice.instead.team_id}
+        other: str | None = (await session.execute(NEXT, params)).scalar()
+        if other is not None and other != call_id:
+            try:
+                claimed = await claim(session, other, lease_seconds, choice.instead)
+            except TeamBusy:
+                claimed = None  # it filled up meanwhile: fall back to the entry's own call
+            if claimed is not None:
+                return Claimed(claimed.call, True, claimed.team, claimed.deadline)
+    claimed = await claim(session, call_id, lease_seconds, choice.own)
+    if claimed is None:
+        return Claimed(None)
+    return Claimed(claimed.call, False, claimed.team, claimed.deadline)

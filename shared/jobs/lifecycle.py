@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from shared.billing.budget import settle_calls
 from shared.billing.usage import roll_up_job
@@ -156,48 +157,67 @@ async def maybe_finish_job(session: AsyncSession, job_id: str) -> Job | None:
 # -- calls ----------------------------------------------------------------------------------------
 
 
-async def _check_team(session: AsyncSession, call_id: str) -> bool:
+@dataclass(frozen=True)
+class TeamGate:
+    """What a claim must know of the call's team: read by the caller in the same transaction
+    (the fair choice's query), or by `_check_team` itself."""
+
+    team_id: str
+    status: str
+    max_calls_in_flight: int | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed call with what its run needs: its team's row as the claim read it (budget,
+    cache, markup) and its job's deadline, so none of them is selected again."""
+
+    call: Call
+    team: Team
+    deadline: datetime | None
+
+
+async def _check_team(session: AsyncSession, call_id: str, gate: TeamGate | None = None) -> bool:
     """False if the call's team is suspended (the call stays queued until it is resumed).
 
     Holds the team's claim lock and raises `TeamBusy` if the team is at `max_calls_in_flight`."""
-    row = (
-        await session.execute(
-            select(Call.team_id, Team.status, Team.max_calls_in_flight)
-            .join(Team, Team.id == Call.team_id)
-            .where(Call.id == call_id, Call.status == CallStatus.QUEUED)
-        )
-    ).first()
-    if row is None:
-        return True  # not queued any more: the claim below finds nothing
-    team_id, status, limit = row
-    if status != TeamStatus.ACTIVE:
+    if gate is None:
+        row = (
+            await session.execute(
+                select(Call.team_id, Team.status, Team.max_calls_in_flight)
+                .join(Team, Team.id == Call.team_id)
+                .where(Call.id == call_id, Call.status == CallStatus.QUEUED)
+            )
+        ).first()
+        if row is None:
+            return True  # not queued any more: the claim below finds nothing
+        gate = TeamGate(*row)
+    if gate.status != TeamStatus.ACTIVE:
         return False
-    if limit is None:
+    if gate.max_calls_in_flight is None:
         return True
     # Serializes claims of this team's calls until commit, so concurrent workers cannot overshoot.
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(team_id))))
+    # The count is a statement of its own: its snapshot must be taken once the lock is held, to
+    # see every running call committed by the claim that held it before.
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(gate.team_id))))
     running = (
         await session.execute(
-            select(func.count()).where(Call.team_id == team_id, Call.status == CallStatus.RUNNING)
+            select(func.count()).where(
+                Call.team_id == gate.team_id, Call.status == CallStatus.RUNNING
+            )
         )
     ).scalar_one()
-    if running >= limit:
-        raise TeamBusy(team_id)
+    if running >= gate.max_calls_in_flight:
+        raise TeamBusy(gate.team_id)
     return True
 
 
-async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) -> Call | None:
-    """Mark a queued call running (one more attempt); None if it is not queued any more, its
-    team is suspended, or its job has ended (then the call is cancelled).
-
-    Raises `TeamBusy` when the team's in-flight limit is reached (the caller tries later)."""
-    if not await _check_team(session, call_id):
-        return None
+def _claim_statement(call_id: str, lease_seconds: float) -> Select[Call, datetime | None, Team]:
+    """One statement: the call marked running, its job started, and the call, its job's
+    deadline and its team's row returned."""
     job_runs = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_RUNNABLE)).exists()
-    job_ended = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_TERMINAL)).exists()
-    stmt = (
+    claimed = (
         update(Call)
-        .execution_options(synchronize_session=False, populate_existing=True)
         .where(Call.id == call_id, Call.status == CallStatus.QUEUED, job_runs)
         .values(
             status=CallStatus.RUNNING,
@@ -206,12 +226,50 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
             lease_until=func.now() + timedelta(seconds=lease_seconds),
             next_attempt_at=None,
         )
-        .returning(Call)
+        .returning(*Call.__table__.c)
+        .cte("claimed")
     )
-    call = (await session.execute(stmt)).scalar_one_or_none()
-    if call is None:
+    started = (
+        update(Job)
+        .where(
+            Job.id == claimed.c.job_id, (Job.status == JobStatus.QUEUED) | Job.started_at.is_(None)
+        )
+        .values(
+            status=func.coalesce(func.nullif(Job.status, JobStatus.QUEUED), JobStatus.RUNNING),
+            started_at=func.coalesce(Job.started_at, func.now()),
+        )
+        .returning(Job.id)
+        .cte("started")
+    )
+    call = aliased(Call, claimed)
+    # The jobs and teams rows are read from the statement's snapshot, as of before `started`
+    # changed the job: its deadline is not among what `started` changes.
+    return (
+        select(call, Job.deadline_at, Team)
+        .join(Job, Job.id == call.job_id)
+        .join(Team, Team.id == call.team_id)
+        .add_cte(started)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def claim(
+    session: AsyncSession, call_id: str, lease_seconds: float, gate: TeamGate | None = None
+) -> Claim | None:
+    """Mark a queued call running (one more attempt) and start its job; None if it is not
+    queued any more, its team is suspended, or its job has ended (then the call is cancelled).
+
+    `gate`: the call's team as the caller read it in this transaction (else it is read here).
+    Raises `TeamBusy` when the team's in-flight limit is reached (the caller tries later)."""
+    if not await _check_team(session, call_id, gate):
+        return None
+    row = (await session.execute(_claim_statement(call_id, lease_seconds))).first()
+    if row is None:
         # A call added while its job was being cancelled or expired never runs; one of a paused
         # job stays queued.
+        job_ended = (
+            select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_TERMINAL)).exists()
+        )
         await session.execute(
             update(Call)
             .execution_options(synchronize_session=False)
@@ -219,17 +277,15 @@ async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) 
             .values(status=CallStatus.CANCELLED, finished_at=func.now(), lease_until=None)
         )
         return None
-    await session.execute(
-        update(Job)
-        .execution_options(synchronize_session=False)
-        .where(Job.id == call.job_id, (Job.status == JobStatus.QUEUED) | Job.started_at.is_(None))
-        .values(
-            status=func.coalesce(func.nullif(Job.status, JobStatus.QUEUED), JobStatus.RUNNING),
-            started_at=func.coalesce(Job.started_at, func.now()),
-        )
-    )
+    call, deadline, team = row
     wake(session, "job", call.job_id)
-    return call
+    return Claim(call, team, deadline)
+
+
+async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) -> Call | None:
+    """`claim`, for a caller that needs only the call."""
+    claimed = await claim(session, call_id, lease_seconds)
+    return claimed.call if claimed is not None else None
 
 
 async def renew_call_leases(session: AsyncSession, call_ids: list[str], seconds: float) -> int:
@@ -242,11 +298,6 @@ async def renew_call_leases(session: AsyncSession, call_ids: list[str], seconds:
         .returning(Call.id)
     )
     return len(result.all())
-
-
-async def job_deadline(session: AsyncSession, job_id: str) -> datetime | None:
-    stmt = select(Job.deadline_at).where(Job.id == job_id)
-    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def release_call(

@@ -75,11 +75,17 @@ async def call_worst_case(team: Team, call: Call) -> Decimal | None:
     return counted_worst_case(team, body)[1]
 
 
-async def reserve_for_call(session: AsyncSession, call: Call) -> dict[str, Any] | None:
+async def reserve_for_call(
+    session: AsyncSession, call: Call, team: Team | None = None
+) -> dict[str, Any] | None:
     """Reserve the claimed call's worst case (LiteLLM's token count of its prompt x input price
     + max_tokens x output price) in its team's budget; None if it may run, else the error it is
-    refused with (and the team's on_limit under "on_limit")."""
-    team = (await session.execute(select(Team).where(Team.id == call.team_id))).scalar_one()
+    refused with (and the team's on_limit under "on_limit").
+
+    `team`: the call's team as read in this transaction (the claim returns it), else selected.
+    The reservation itself reads the budget afresh, so this row only decides whether to try."""
+    if team is None:
+        team = (await session.execute(select(Team).where(Team.id == call.team_id))).scalar_one()
     if team.budget_usd is None:
         return None
     try:

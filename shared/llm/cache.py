@@ -12,9 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from shared.models import Team
 
 
@@ -28,16 +25,11 @@ class CachePolicy:
         return f"saas-llm:team:{self.team_id}"
 
 
-async def cache_policy(session: AsyncSession, team_id: str, default_ttl: int) -> CachePolicy | None:
+def cache_policy(team: Team, default_ttl: int) -> CachePolicy | None:
     """The team's cache policy, or None when its caching is off."""
-    row = (
-        await session.execute(
-            select(Team.cache_enabled, Team.cache_ttl_seconds).where(Team.id == team_id)
-        )
-    ).one_or_none()
-    if row is None or not row.cache_enabled:
+    if not team.cache_enabled:
         return None
-    return CachePolicy(team_id, row.cache_ttl_seconds or default_ttl)
+    return CachePolicy(team.id, team.cache_ttl_seconds or default_ttl)
 
 
 def with_cache(body: dict[str, Any], policy: CachePolicy | None) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from shared.jobs.lifecycle import (
     TeamBusy,
     fail_call,
     finish_call,
-    job_deadline,
     release_call,
     renew_call_leases,
 )
@@ -95,16 +94,15 @@ async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
     try:
         async with transaction(rt.sessionmaker) as session:
             claimed = await claim_fair(session, call_id, lease)
-            call, swapped = claimed.call, claimed.swapped
-            deadline = await job_deadline(session, call.job_id) if call is not None else None
+            call, swapped, deadline = claimed.call, claimed.swapped, claimed.deadline
             cache = None
             if call is not None:
-                refused = await reserve_for_call(session, call)
+                # The team's row came back with the claim: neither step selects it again.
+                refused = await reserve_for_call(session, call, claimed.team)
                 if refused is not None:
                     return await _refused(session, call, refused), swapped
-                cache = await cache_policy(
-                    session, call.team_id, settings.cache_default_ttl_seconds
-                )
+                if claimed.team is not None:
+                    cache = cache_policy(claimed.team, settings.cache_default_ttl_seconds)
     except TeamBusy:
         return "busy", False
     if call is None:

@@ -3,13 +3,16 @@ team to the highest priority (`shared.jobs.fairness`)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.jobs.fairness import claim_fair
+from shared.jobs.lifecycle import TeamBusy
 from shared.jobs.schemas import ChatRequest, JobCreate, StepJobCreate
 from shared.jobs.service import JobService
-from shared.models import Call, CallStatus, JobStatus, Priority, TeamStatus
+from shared.llm.cache import CachePolicy, cache_policy
+from shared.models import Call, CallStatus, Job, JobStatus, Priority, TeamStatus
 from shared.runtime import Runtime
 from tests.service.conftest import Factory
 
@@ -103,3 +106,35 @@ async def test_the_jobs_priority_is_stored_on_it_and_its_calls(
         [(batch.job.id, 0), (batch.job.id, 0), (step.id, 2), (default.job.id, 1)]
     )
     assert added.priority == 2
+
+
+async def test_a_claim_starts_the_job_and_brings_back_its_deadline_and_team(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    team, job, (call,) = await make_job(1, cache_enabled=True, cache_ttl_seconds=60)
+    job.deadline_at = (await session.execute(select(func.now()))).scalar_one()
+    await session.flush()
+    claimed = await claim_fair(session, call.id, 30)
+    assert claimed.call is not None and claimed.call.id == call.id and not claimed.swapped
+    assert (claimed.call.status, claimed.call.attempts) == (CallStatus.RUNNING, 1)
+    assert claimed.deadline == job.deadline_at
+    # The team's row, as the budget reservation, the cache and the price read it.
+    assert claimed.team is not None and claimed.team.id == team.id
+    assert cache_policy(claimed.team, 10) == CachePolicy(team.id, 60)
+    started = (
+        await session.execute(select(Job.status, Job.started_at).where(Job.id == job.id))
+    ).one()
+    assert started.status == JobStatus.RUNNING and started.started_at is not None
+
+
+async def test_a_team_at_its_limit_is_busy_and_under_it_claims(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    team, _, _ = await make_job(1, call_status=CallStatus.RUNNING, max_calls_in_flight=2)
+    _, _, (first, second) = await make_job(2, team=team)
+    claimed = await claim_fair(session, first.id, 30)
+    assert claimed.call is not None and claimed.call.id == first.id
+    with pytest.raises(TeamBusy):
+        await claim_fair(session, second.id, 30)
+    await session.refresh(second)
+    assert second.status == CallStatus.QUEUED and second.attempts == 0
