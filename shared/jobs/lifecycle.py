@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.billing import budget as budgets
 from shared.billing import ledger
 from shared.billing.budget import settle_calls
-from shared.billing.usage import roll_up_job
+from shared.billing.usage import roll_up_cte
 from shared.db import wake
 from shared.jobs.money import price_call, settlement
 from shared.jobs.views import job_out
@@ -90,11 +90,6 @@ class EndedJob:
 JobEndHook = Callable[[AsyncSession, EndedJob], Awaitable[None]]
 
 
-async def roll_up(session: AsyncSession, ended: EndedJob) -> None:
-    """Hook: the job's usage into the rollup."""
-    await roll_up_job(session, ended.job)
-
-
 async def record_job_event(session: AsyncSession, ended: EndedJob) -> None:
     """Hook: the outbox event `job.<status>`, with the job as the API shows it (its counts are
     the transition's own: no query)."""
@@ -105,9 +100,9 @@ async def record_job_event(session: AsyncSession, ended: EndedJob) -> None:
     )
 
 
-# In this order, inside the transaction that ends the job, after the settlement (which the
-# statement that ends the job writes itself).
-JOB_END_HOOKS: tuple[JobEndHook, ...] = (roll_up, record_job_event)
+# In this order, inside the transaction that ends the job, after the statement that ends it
+# (which also writes its settlement and its usage rollup: see `_end`).
+JOB_END_HOOKS: tuple[JobEndHook, ...] = (record_job_event,)
 
 
 @dataclass(frozen=True)
@@ -218,7 +213,7 @@ async def _end(
 ) -> Job:
     """The transition itself: one statement sets the job's end, its settlement (the credit
     reservation released, the charge on the job, its calls and the team, the ledger entry and
-    the grants it burns) and returns the job; then the hooks."""
+    the grants it burns) and its usage rollup, and returns the job; then the hooks."""
     settled = settlement(facts.team, status, facts.succeeded)
     change = ledger.team_change(facts.team, charge=settled.charge, release=facts.job_reserved)
     stmt = (
@@ -240,8 +235,10 @@ async def _end(
     )
     if settled.shares:
         ctes.append(_shares(settled.shares))
-    if ctes:
-        stmt = stmt.add_cte(*ctes)
+    # Last: it reads the calls as they were before this statement, and the shares from
+    # parameters (a statement cannot see its own writes).
+    ctes.append(roll_up_cte(job_id, settled.shares))
+    stmt = stmt.add_cte(*ctes)
     job = (await session.execute(stmt)).scalar_one()
     await ledger.applied(session, facts.team, change)
     ended = EndedJob(job, facts.counts)
