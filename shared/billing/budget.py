@@ -7,8 +7,9 @@ so however many workers race, the sum never passes the budget. The reservation i
 call row with the period it was made in; when the call leaves `running` (finished, failed,
 cancelled, handed back, its worker lost) `settle_calls` moves it out of `reserved` and, for a
 succeeded call, its real billed price into `spent`, in that same transaction and in the period
-it was reserved in. Thresholds are recorded (once per threshold and period) by the transaction
-whose spend crossed them.
+it was reserved in (a worker's finish does the same within its one statement:
+`shared.jobs.lifecycle.finish_call`). Thresholds are recorded (once per threshold and period)
+by the transaction whose spend crossed them.
 """
 
 from __future__ import annotations

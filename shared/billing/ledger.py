@@ -183,6 +183,7 @@ class TeamChange:
 
     team_id: str
     charge: Decimal
+    release: Decimal
     balance: Decimal
     reserved: Decimal
     notified: bool
@@ -196,16 +197,16 @@ def team_change(team: Team, *, charge: Decimal, release: Decimal) -> TeamChange:
     notified, low = bool(team.low_credits_notified), False
     if charge:  # like `append`: the low-credits rule runs when the balance changes
         notified, low = _low_rule(team, balance, reserved)
-    return TeamChange(team.id, charge, balance, reserved, notified, low)
+    return TeamChange(team.id, charge, release, balance, reserved, notified, low)
 
 
-def change_ctes(change: TeamChange, *, job_id: str, note: str, release: Decimal) -> list[CTE]:
+def change_ctes(change: TeamChange, *, job_id: str, note: str) -> list[CTE]:
     """The writes of `change`, as data-modifying CTEs for one statement (no round trip of their
     own): the team's row; with a charge, the burn of its grants (earliest expiry first, never
     expiring last, then oldest: each takes what the grants before it did not cover) and the
     ledger entry. The caller holds the team's lock, so no one else writes its grants."""
     ctes: list[CTE] = []
-    if change.charge == 0 and release == 0:
+    if change.charge == 0 and change.release == 0:
         return ctes
     ctes.append(
         update(Team)

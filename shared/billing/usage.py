@@ -2,8 +2,8 @@
 job type, model or team. Job figures are sums of their calls', so every grouping adds up to the
 same totals. `credits` is net of refunds.
 
-Ended jobs are read from `usage_rollup`, which the job-end transition keeps (`roll_up_jobs`, in
-the transaction that ends the job, so a job is either live or rolled up, never both); live jobs
+Ended jobs are read from `usage_rollup`, which the job-end transition keeps (`roll_up_cte`, in
+the statement that ends the job, so a job is either live or rolled up, never both); live jobs
 (few) are summed from their rows, in the same statement, so one snapshot answers. A window that
 does not start and end at UTC midnights cannot be read from day rows and is summed from the
 jobs and calls (served by `ix_jobs_team_id_created_at` and the calls' `(job_id, seq)` index)."""

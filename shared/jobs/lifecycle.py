@@ -3,13 +3,15 @@
 Every change is a guarded UPDATE (`WHERE status = ...`), so a repeated task, a late answer or
 two workers racing can never finish a call twice, count its tokens twice or end a job twice.
 
-A job ends in exactly one place, `end_job`: whichever path ends it (its last call, a cancel, a
-deadline, an expiry, a worker lost for good), the same in-transaction hooks run in a fixed order
-(`JOB_END_HOOKS`: the money settlement, the usage rollup, then the webhook event) and the job's
-live streams are woken once the transaction commits.
+A job ends in exactly one place, `_end` (through `end_job`, or its last call's finish):
+whichever path ends it (its last call, a cancel, a deadline, an expiry, a worker lost for
+good), one statement sets its end, its money settlement and its usage rollup, then the
+in-transaction hooks run (`JOB_END_HOOKS`: the webhook event) and the job's live streams are
+woken once the transaction commits.
 
 Every change that takes a call out of `running` also settles its budget reservation
-(`shared.billing.budget.settle_calls`) in the same transaction, once its job is locked.
+(`shared.billing.budget.settle_calls`, or the finish statement itself) in the same
+transaction, once its job is locked.
 
 Lock order, everywhere: a job's calls (by id), then the job, then budget rows, then the team (then
 its grants and its usage rollup rows).
@@ -230,9 +232,7 @@ async def _end(
         .returning(Job)
         .execution_options(populate_existing=True)
     )
-    ctes = ledger.change_ctes(
-        change, job_id=job_id, note="job succeeded", release=facts.job_reserved
-    )
+    ctes = ledger.change_ctes(change, job_id=job_id, note="job succeeded")
     if settled.shares:
         ctes.append(_shares(settled.shares))
     # Last: it reads the calls as they were before this statement, and the shares from
@@ -269,11 +269,6 @@ async def lock_job(session: AsyncSession, job_id: str) -> Job:
         .execution_options(populate_existing=True)  # the row may have changed meanwhile
     )
     return (await session.execute(stmt)).scalar_one()
-
-
-async def call_counts(session: AsyncSession, job_id: str) -> dict[str, int]:
-    stmt = select(Call.status, func.count()).where(Call.job_id == job_id).group_by(Call.status)
-    return {status: n for status, n in (await session.execute(stmt)).all()}
 
 
 async def maybe_finish_job(session: AsyncSession, job_id: str) -> Job | None:
