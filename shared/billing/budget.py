@@ -7,8 +7,9 @@ so however many workers race, the sum never passes the budget. The reservation i
 call row with the period it was made in; when the call leaves `running` (finished, failed,
 cancelled, handed back, its worker lost) `settle_calls` moves it out of `reserved` and, for a
 succeeded call, its real billed price into `spent`, in that same transaction and in the period
-it was reserved in. Thresholds are recorded (once per threshold and period) by the transaction
-whose spend crossed them.
+it was reserved in (a worker's finish does the same within its one statement:
+`shared.jobs.lifecycle.finish_call`). Thresholds are recorded (once per threshold and period)
+by the transaction whose spend crossed them.
 """
 
 from __future__ import annotations
@@ -175,8 +176,24 @@ async def settle_calls(session: AsyncSession, call_ids: list[str]) -> None:
                 )
             )
         ).first()
-        if row is not None and spent > 0:
-            await _thresholds(session, team_id, start, row[0], row[1], row[2], list(row[3]))
+        if row is not None:
+            await settled(session, team_id, start, spent, row[0], row[1], row[2], row[3])
+
+
+async def settled(
+    session: AsyncSession,
+    team_id: str,
+    start: datetime,
+    spent_now: Decimal,
+    period: str,
+    spent: Decimal,
+    reserved: Decimal,
+    fired: list[Any],
+) -> None:
+    """After a settlement moved `spent_now` into the period's spend (the row, locked by that
+    UPDATE, now holds `spent` and `reserved`): the thresholds it crossed, once each."""
+    if spent_now > 0:
+        await _thresholds(session, team_id, start, period, spent, reserved, list(fired))
 
 
 async def exhausted(session: AsyncSession, team: Team) -> None:

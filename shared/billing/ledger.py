@@ -10,16 +10,19 @@ rows, teams, grants).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import CTE, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from shared.billing.periods import clock, next_period_start, period_start
 from shared.ids import new_id
 from shared.models import CreditEntry, CreditGrant, Team
+from shared.models.base import Money
 from shared.money import money_str
 from shared.webhooks.events import record_event
 
@@ -170,6 +173,113 @@ async def debit(
     )
 
 
+# -- a change written inside another statement -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TeamChange:
+    """A locked team's credits after a job's settlement: `charge` leaves the balance (with its
+    ledger entry and the burn of grants), `release` leaves the reservation."""
+
+    team_id: str
+    charge: Decimal
+    release: Decimal
+    balance: Decimal
+    reserved: Decimal
+    notified: bool
+    low: bool  # `credits.low` fires
+
+
+def team_change(team: Team, *, charge: Decimal, release: Decimal) -> TeamChange:
+    """The change a settlement makes to the locked `team` (nothing is written yet)."""
+    balance = Decimal(team.credits_balance) - charge
+    reserved = Decimal(team.credits_reserved) - release
+    notified, low = bool(team.low_credits_notified), False
+    if charge:  # like `append`: the low-credits rule runs when the balance changes
+        notified, low = _low_rule(team, balance, reserved)
+    return TeamChange(team.id, charge, release, balance, reserved, notified, low)
+
+
+def change_ctes(change: TeamChange, *, job_id: str, note: str) -> list[CTE]:
+    """The writes of `change`, as data-modifying CTEs for one statement (no round trip of their
+    own): the team's row; with a charge, the burn of its grants (earliest expiry first, never
+    expiring last, then oldest: each takes what the grants before it did not cover) and the
+    ledger entry. The caller holds the team's lock, so no one else writes its grants."""
+    ctes: list[CTE] = []
+    if change.charge == 0 and change.release == 0:
+        return ctes
+    ctes.append(
+        update(Team)
+        .where(Team.id == change.team_id)
+        .values(
+            credits_balance=change.balance,
+            credits_reserved=change.reserved,
+            low_credits_notified=change.notified,
+        )
+        .returning(Team.id)
+        .cte("team_change")
+    )
+    if change.charge == 0:
+        return ctes
+    now = clock()
+    live = (
+        select(
+            CreditGrant.id, CreditGrant.remaining, CreditGrant.expires_at, CreditGrant.created_at
+        )
+        .where(
+            CreditGrant.team_id == change.team_id,
+            CreditGrant.remaining > 0,
+            (CreditGrant.expires_at.is_(None)) | (CreditGrant.expires_at > now),
+        )
+        .with_for_update()
+        .subquery("live_grants")
+    )
+    before = func.coalesce(
+        func.sum(live.c.remaining).over(
+            order_by=(live.c.expires_at.asc().nulls_last(), live.c.created_at, live.c.id),
+            rows=(None, -1),
+        ),
+        0,
+    )
+    order = select(live.c.id, before.label("before")).cte("burn_order")
+    amount = literal(change.charge, Money)
+    ctes.append(
+        update(CreditGrant)
+        .where(CreditGrant.id == order.c.id, order.c.before < amount)
+        .values(
+            remaining=CreditGrant.remaining
+            - func.least(CreditGrant.remaining, amount - order.c.before)
+        )
+        .returning(CreditGrant.id)
+        .cte("burnt")
+    )
+    ctes.append(
+        insert(CreditEntry)
+        .values(
+            team_id=change.team_id,
+            kind="charge",
+            amount=-change.charge,
+            balance_after=change.balance,
+            job_id=job_id,
+            note=note,
+            created_at=clock(),
+        )
+        .returning(CreditEntry.id)
+        .cte("entry")
+    )
+    return ctes
+
+
+async def applied(session: AsyncSession, team: Team, change: TeamChange) -> None:
+    """Bring the loaded `team` in line with `change` once its statement ran; `credits.low` if
+    it fires."""
+    set_committed_value(team, "credits_balance", change.balance)
+    set_committed_value(team, "credits_reserved", change.reserved)
+    set_committed_value(team, "low_credits_notified", change.notified)
+    if change.low:
+        await _record_low(session, team)
+
+
 async def expire_grants(session: AsyncSession, *, limit: int = 500) -> int:
     """Record an `expiry` entry for each expired grant's remainder; returns how many."""
     now = clock()
@@ -236,28 +346,41 @@ async def grant_allowances(session: AsyncSession, *, limit: int = 500) -> list[s
     return granted
 
 
+def _low_rule(team: Team, balance: Decimal, reserved: Decimal) -> tuple[bool, bool]:
+    """(the team's `low_credits_notified` after a balance change, whether `credits.low` fires):
+    once each time the available balance falls below the threshold; re-armed when it rises to
+    the threshold again."""
+    threshold = team.low_credits_threshold
+    notified = bool(team.low_credits_notified)
+    if threshold is None:
+        return notified, False
+    if balance - reserved < threshold:
+        return True, not notified
+    return False, False
+
+
+async def _record_low(session: AsyncSession, team: Team) -> None:
+    await record_event(
+        session,
+        team.id,
+        "credits.low",
+        {
+            "team_id": team.id,
+            "balance": _s(team.credits_balance),
+            "reserved": _s(team.credits_reserved),
+            "threshold": _s(team.low_credits_threshold or Decimal(0)),
+        },
+    )
+
+
 async def _low_credits(session: AsyncSession, team: Team) -> None:
     """`credits.low` once each time the available balance falls below the team's threshold;
     re-armed when it rises to the threshold again."""
-    threshold = team.low_credits_threshold
-    if threshold is None:
-        return
-    available = Decimal(team.credits_balance) - Decimal(team.credits_reserved)
-    if available < threshold and not team.low_credits_notified:
-        team.low_credits_notified = True
-        await record_event(
-            session,
-            team.id,
-            "credits.low",
-            {
-                "team_id": team.id,
-                "balance": _s(team.credits_balance),
-                "reserved": _s(team.credits_reserved),
-                "threshold": _s(threshold),
-            },
-        )
-    elif available >= threshold and team.low_credits_notified:
-        team.low_credits_notified = False
+    notified, fire = _low_rule(team, Decimal(team.credits_balance), Decimal(team.credits_reserved))
+    if notified != team.low_credits_notified:
+        team.low_credits_notified = notified
+    if fire:
+        await _record_low(session, team)
     await session.flush()
 
 

@@ -2,8 +2,8 @@
 job type, model or team. Job figures are sums of their calls', so every grouping adds up to the
 same totals. `credits` is net of refunds.
 
-Ended jobs are read from `usage_rollup`, which the job-end transition keeps (`roll_up_jobs`, in
-the transaction that ends the job, so a job is either live or rolled up, never both); live jobs
+Ended jobs are read from `usage_rollup`, which the job-end transition keeps (`roll_up_cte`, in
+the statement that ends the job, so a job is either live or rolled up, never both); live jobs
 (few) are summed from their rows, in the same statement, so one snapshot answers. A window that
 does not start and end at UTC midnights cannot be read from day rows and is summed from the
 jobs and calls (served by `ix_jobs_team_id_created_at` and the calls' `(job_id, seq)` index)."""
@@ -17,11 +17,26 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Date, case, cast, func, literal, select, text, union_all
+from sqlalchemy import (
+    CTE,
+    Date,
+    String,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    literal,
+    select,
+    text,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.billing.schemas import UsageRow
 from shared.models import JOB_LIVE, Call, Job, UsageRollup
+from shared.models.base import Money
 from shared.money import money_str
 
 GroupBy = Literal["day", "model", "job_type", "team"]
@@ -39,9 +54,10 @@ FIELDS = (
 
 
 # A job's usage per model, added to (sign 1) or taken from (sign -1) its rollup rows. Rows are
-# written in key order, so concurrent job ends of one team lock them in one order.
-_ROLL_UP = text(
-    """
+# written in key order, so concurrent job ends of one team lock them in one order. A call's
+# credits are its `credits_charged`, or its share in `:shares` (for the statement that ends the
+# job, which writes them and cannot read its own writes).
+_ROLL_UP_SQL = """
     WITH j AS (
         SELECT id, team_id, (created_at AT TIME ZONE 'UTC')::date AS day,
                coalesce(job_type, '') AS job_type, credits_refunded > 0 AS refunded
@@ -53,8 +69,9 @@ _ROLL_UP = text(
                coalesce(sum(c.total_tokens), 0) AS tt,
                coalesce(sum(c.cost_usd), 0) AS cost,
                coalesce(sum(c.billed_usd), 0) AS billed,
-               coalesce(sum(c.credits_charged), 0) AS credits
+               coalesce(sum(coalesce(given.share, c.credits_charged)), 0) AS credits
         FROM calls c JOIN j ON j.id = c.job_id
+        LEFT JOIN unnest(:share_ids, :shares) AS given(id, share) ON given.id = c.id
         GROUP BY c.job_id, c.model_requested
     ), r AS (
         SELECT j.team_id, j.day, c.model, j.job_type,
@@ -80,19 +97,33 @@ _ROLL_UP = text(
         cost_usd = u.cost_usd + excluded.cost_usd, billed_usd = u.billed_usd + excluded.billed_usd,
         credits = u.credits + excluded.credits
     """
+_ROLL_UP_PARAMS = (
+    bindparam("ids", type_=ARRAY(String)),
+    bindparam("share_ids", type_=ARRAY(String)),
+    bindparam("shares", type_=ARRAY(Money)),
 )
+_ROLL_UP = text(_ROLL_UP_SQL).bindparams(*_ROLL_UP_PARAMS)
 
 
 async def roll_up_jobs(session: AsyncSession, job_ids: list[str], sign: int = 1) -> None:
     """Add the ended jobs' usage to the rollup (sign -1: take it out, to change a job)."""
     if job_ids:
-        await session.execute(_ROLL_UP, {"ids": list(job_ids), "sign": sign})
+        params = {"ids": list(job_ids), "sign": sign, "share_ids": [], "shares": []}
+        await session.execute(_ROLL_UP, params)
 
 
-async def roll_up_job(session: AsyncSession, job: Job) -> None:
-    """JOB_END hook, after the money settlement: the job's usage into the rollup."""
-    await session.flush()
-    await roll_up_jobs(session, [job.id])
+def roll_up_cte(job_id: str, shares: dict[str, Decimal]) -> CTE:
+    """The ending job's usage into the rollup, as a CTE of the statement that ends the job
+    (which writes the calls' `shares` of its charge). The caller holds the team's lock, like
+    every writer of the team's rollup rows."""
+    stmt = text(_ROLL_UP_SQL + " RETURNING u.team_id").bindparams(
+        *_ROLL_UP_PARAMS,
+        ids=[job_id],
+        sign=1,
+        share_ids=list(shares),
+        shares=list(shares.values()),
+    )
+    return stmt.columns(column("team_id")).cte("rollup")
 
 
 def _midnight(dt: datetime) -> bool:

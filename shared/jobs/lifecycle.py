@@ -3,13 +3,15 @@
 Every change is a guarded UPDATE (`WHERE status = ...`), so a repeated task, a late answer or
 two workers racing can never finish a call twice, count its tokens twice or end a job twice.
 
-A job ends in exactly one place, `end_job`: whichever path ends it (its last call, a cancel, a
-deadline, an expiry, a worker lost for good), the same in-transaction hooks run in a fixed order
-(`JOB_END_HOOKS`: the money settlement, the usage rollup, then the webhook event) and the job's
-live streams are woken once the transaction commits.
+A job ends in exactly one place, `_end` (through `end_job`, or its last call's finish):
+whichever path ends it (its last call, a cancel, a deadline, an expiry, a worker lost for
+good), one statement sets its end, its money settlement and its usage rollup, then the
+in-transaction hooks run (`JOB_END_HOOKS`: the webhook event) and the job's live streams are
+woken once the transaction commits.
 
 Every change that takes a call out of `running` also settles its budget reservation
-(`shared.billing.budget.settle_calls`) in the same transaction, once its job is locked.
+(`shared.billing.budget.settle_calls`, or the finish statement itself) in the same
+transaction, once its job is locked.
 
 Lock order, everywhere: a job's calls (by id), then the job, then budget rows, then the team (then
 its grants and its usage rollup rows).
@@ -24,15 +26,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import CTE, Select, String, bindparam, func, literal, select, text, true, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from shared.billing import budget as budgets
+from shared.billing import ledger
 from shared.billing.budget import settle_calls
-from shared.billing.usage import roll_up_job
+from shared.billing.usage import roll_up_cte
 from shared.db import wake
-from shared.jobs.money import price_call, settle_job
-from shared.jobs.repository import JobRepository
+from shared.jobs.money import price_call, settlement
 from shared.jobs.views import job_out
 from shared.models import (
     CALL_ACTIVE,
@@ -46,6 +50,7 @@ from shared.models import (
     Team,
     TeamStatus,
 )
+from shared.models.base import Money
 from shared.webhooks.events import record_event
 
 
@@ -76,20 +81,172 @@ class TeamBusy(Exception):
 
 # -- the job-end transition ----------------------------------------------------------------------
 
-JobEndHook = Callable[[AsyncSession, Job], Awaitable[None]]
+
+@dataclass(frozen=True)
+class EndedJob:
+    """A job the transition just ended, with its calls by status as the transition saw them."""
+
+    job: Job
+    counts: dict[str, int]
 
 
-async def record_job_event(session: AsyncSession, job: Job) -> None:
-    """Hook: the outbox event `job.<status>`, with the job as the API shows it."""
-    counts = (await JobRepository(session).counts([job.id]))[job.id]
-    data = job_out(job, counts).model_dump(mode="json")
+JobEndHook = Callable[[AsyncSession, EndedJob], Awaitable[None]]
+
+
+async def record_job_event(session: AsyncSession, ended: EndedJob) -> None:
+    """Hook: the outbox event `job.<status>`, with the job as the API shows it (its counts are
+    the transition's own: no query)."""
+    job = ended.job
+    data = job_out(job, ended.counts).model_dump(mode="json")
     await record_event(
         session, job.team_id, f"job.{job.status}", data, job_id=job.id, extra_url=job.webhook_url
     )
 
 
-# In this order, inside the transaction that ends the job.
-JOB_END_HOOKS: tuple[JobEndHook, ...] = (settle_job, roll_up_job, record_job_event)
+# In this order, inside the transaction that ends the job, after the statement that ends it
+# (which also writes its settlement and its usage rollup: see `_end`).
+JOB_END_HOOKS: tuple[JobEndHook, ...] = (record_job_event,)
+
+
+@dataclass(frozen=True)
+class _EndFacts:
+    """What ending a job needs, read in one statement once the job is locked."""
+
+    team: Team  # locked
+    job_reserved: Decimal  # the job's credit reservation
+    counts: dict[str, int]  # its calls by status
+    succeeded: list[tuple[str, Decimal | None, int | None]]  # (id, billed_usd, total_tokens)
+
+
+async def _end_facts(
+    session: AsyncSession, job_id: str, team_id: str, *, only_if_done: bool
+) -> _EndFacts | None:
+    """Lock the job's team (the lock order: after the job and budget rows) and read its calls'
+    counts and the succeeded ones; with `only_if_done`, None (and no team lock) while a call of
+    the job is still queued or running.
+
+    The caller holds the job's lock, taken by an earlier statement: this statement's snapshot
+    is taken after it, so it sees every call that another transaction ended and committed
+    before that (each of them locks the job after its call, then commits). A call whose end is
+    not committed yet belongs to a transaction that is waiting for the job's lock, and that one
+    sees this transaction's call ended once it gets the lock."""
+    # One index probe before counting every call of a big job: calls start roughly in seq
+    # order, so the last one is active until the job's very end.
+    live = (
+        select(Call.id)
+        .where(Call.job_id == job_id, Call.status.in_(CALL_ACTIVE))
+        .order_by(Call.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    by_status = (
+        select(Call.status, func.count().label("n"))
+        .where(Call.job_id == job_id)
+        .group_by(Call.status)
+        .subquery()
+    )
+    counts = select(
+        func.jsonb_object_agg(by_status.c.status, by_status.c.n, type_=JSONB)
+    ).scalar_subquery()
+    ok = (
+        select(
+            func.array_agg(aggregate_order_by(Call.id, Call.seq)).label("ids"),
+            func.array_agg(aggregate_order_by(Call.billed_usd, Call.seq)).label("billed"),
+            func.array_agg(aggregate_order_by(Call.total_tokens, Call.seq)).label("tokens"),
+        )
+        .where(Call.job_id == job_id, Call.status == CallStatus.SUCCEEDED)
+        .subquery()
+    )
+    reserved = select(Job.credits_reserved).where(Job.id == job_id).scalar_subquery()
+    stmt = (
+        select(Team, reserved, counts, ok.c.ids, ok.c.billed, ok.c.tokens)
+        .join(ok, true())
+        .where(Team.id == team_id)
+        .with_for_update(of=Team, key_share=True)  # as `ledger.lock_team`: see there
+        .execution_options(populate_existing=True)
+    )
+    if only_if_done:
+        stmt = stmt.where(live.is_(None))
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    team, job_reserved, by, ids, billed, tokens = row
+    succeeded = list(zip(ids or [], billed or [], tokens or [], strict=True))
+    return _EndFacts(team, Decimal(job_reserved or 0), dict(by or {}), succeeded)
+
+
+def _outcome(counts: dict[str, int]) -> tuple[JobStatus, dict[str, Any] | None]:
+    """How a closed job whose calls have all ended ends."""
+    total = sum(counts.values())
+    failed = counts.get(CallStatus.FAILED, 0)
+    if failed:
+        return JobStatus.FAILED, {
+            "type": "calls_failed",
+            "message": f"{failed} of {total} call(s) failed; see each call's error",
+        }
+    if counts.get(CallStatus.SUCCEEDED, 0) or total == 0:
+        return JobStatus.SUCCEEDED, None
+    return JobStatus.CANCELLED, None
+
+
+def _shares(shares: dict[str, Decimal]) -> CTE:
+    """Each charged call's share of the job's charge, as a CTE of the statement ending it."""
+    given = (
+        func.unnest(
+            literal(list(shares), ARRAY(String)), literal(list(shares.values()), ARRAY(Money))
+        )
+        .table_valued("id", "share")
+        .render_derived(name="given")
+    )
+    return (
+        update(Call)
+        .where(Call.id == given.c.id)
+        .values(credits_charged=given.c.share)
+        .returning(Call.id)
+        .cte("shares")
+    )
+
+
+async def _end(
+    session: AsyncSession,
+    job_id: str,
+    status: JobStatus,
+    error: dict[str, Any] | None,
+    facts: _EndFacts,
+) -> Job:
+    """The transition itself: one statement sets the job's end, its settlement (the credit
+    reservation released, the charge on the job, its calls and the team, the ledger entry and
+    the grants it burns) and its usage rollup, and returns the job; then the hooks."""
+    settled = settlement(facts.team, status, facts.succeeded)
+    change = ledger.team_change(facts.team, charge=settled.charge, release=facts.job_reserved)
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            status=status,
+            error=error,
+            finished_at=func.now(),
+            expires_at=None,
+            credits_reserved=0,
+            credits_charged=settled.charge,
+        )
+        .returning(Job)
+        .execution_options(populate_existing=True)
+    )
+    ctes = ledger.change_ctes(change, job_id=job_id, note="job succeeded")
+    if settled.shares:
+        ctes.append(_shares(settled.shares))
+    # Last: it reads the calls as they were before this statement, and the shares from
+    # parameters (a statement cannot see its own writes).
+    ctes.append(roll_up_cte(job_id, settled.shares))
+    stmt = stmt.add_cte(*ctes)
+    job = (await session.execute(stmt)).scalar_one()
+    await ledger.applied(session, facts.team, change)
+    ended = EndedJob(job, facts.counts)
+    for hook in JOB_END_HOOKS:
+        await hook(session, ended)
+    wake(session, "job", job.id)
+    return job
 
 
 async def end_job(
@@ -100,58 +257,38 @@ async def end_job(
         raise ValueError(f"{status!r} is not a terminal job status")
     if job.status in JOB_TERMINAL:
         raise ValueError(f"job {job.id} has already ended ({job.status})")
-    job.status = status
-    job.error = error
-    job.finished_at = func.now()
-    job.expires_at = None
-    await session.flush()
-    await session.refresh(job)  # server-side values such as finished_at = now()
-    for hook in JOB_END_HOOKS:
-        await hook(session, job)
-    wake(session, "job", job.id)
-    return job
+    facts = await _end_facts(session, job.id, job.team_id, only_if_done=False)
+    assert facts is not None
+    return await _end(session, job.id, status, error, facts)
 
 
 async def lock_job(session: AsyncSession, job_id: str) -> Job:
-    return (
-        await session.execute(select(Job).where(Job.id == job_id).with_for_update())
-    ).scalar_one()
-
-
-async def call_counts(session: AsyncSession, job_id: str) -> dict[str, int]:
-    stmt = select(Call.status, func.count()).where(Call.job_id == job_id).group_by(Call.status)
-    return {status: n for status, n in (await session.execute(stmt)).all()}
+    stmt = (
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)  # the row may have changed meanwhile
+    )
+    return (await session.execute(stmt)).scalar_one()
 
 
 async def maybe_finish_job(session: AsyncSession, job_id: str) -> Job | None:
     """End a closed job whose calls have all ended; returns the job if this call ended it."""
     job = await lock_job(session, job_id)
-    if job.status not in JOB_CLOSED_ACTIVE:
+    return await _finish_if_done(session, job.id, job.team_id, job.status)
+
+
+async def _finish_if_done(
+    session: AsyncSession, job_id: str, team_id: str, status: JobStatus
+) -> Job | None:
+    """End the locked job if it is closed and its calls have all ended."""
+    if status not in JOB_CLOSED_ACTIVE:
         return None  # open (step style, more calls may come) or already ended
-    # One index probe instead of counting every call of a big job on each finish: calls start
-    # roughly in seq order, so the last one is active until the job's very end.
-    active = (
-        select(Call.id)
-        .where(Call.job_id == job_id, Call.status.in_(CALL_ACTIVE))
-        .order_by(Call.seq.desc())
-        .limit(1)
-    )
-    if (await session.execute(active)).first() is not None:
+    facts = await _end_facts(session, job_id, team_id, only_if_done=True)
+    if facts is None:
         return None
-    counts = await call_counts(session, job_id)
-    if any(counts.get(s, 0) for s in CALL_ACTIVE):
-        return None
-    total = sum(counts.values())
-    failed = counts.get(CallStatus.FAILED, 0)
-    if failed:
-        error = {
-            "type": "calls_failed",
-            "message": f"{failed} of {total} call(s) failed; see each call's error",
-        }
-        return await end_job(session, job, JobStatus.FAILED, error)
-    if counts.get(CallStatus.SUCCEEDED, 0) or total == 0:
-        return await end_job(session, job, JobStatus.SUCCEEDED)
-    return await end_job(session, job, JobStatus.CANCELLED)
+    end_status, error = _outcome(facts.counts)
+    return await _end(session, job_id, end_status, error, facts)
 
 
 # -- calls ----------------------------------------------------------------------------------------
@@ -332,58 +469,112 @@ async def release_call(
     return job_id is not None
 
 
+# The end of a running call's attempt, in one statement: the call's outcome (once: guarded by
+# its status and attempt), its addition to the job's totals, and the settlement of its budget
+# reservation. `old` locks the call first and reads its reservation as it is now (FOR UPDATE
+# returns the latest version of the row), since an UPDATE's RETURNING shows only the new one.
+# The job's row is locked by `job` (after the call's: the lock order), the budget row by
+# `budget` (after the job's: it reads `job`). RETURNING gives the job's status as it is once
+# locked.
+_FINISH = text(
+    """
+    WITH old AS (
+        SELECT id, job_id, team_id, budget_reserved_usd AS reserved, budget_period_start AS ps
+        FROM calls WHERE id = :id AND status = 'running' AND attempts = :attempt
+        FOR UPDATE
+    ), call AS (
+        UPDATE calls c SET status = :status, response = :response, error = :error,
+            model_used = :model_used, prompt_tokens = :pt, completion_tokens = :ct,
+            total_tokens = :tt, cost_usd = :cost, billed_usd = :billed,
+            latency_ms = :latency_ms, litellm_call_id = :litellm_call_id, cached = :cached,
+            finished_at = now(), lease_until = NULL, budget_reserved_usd = NULL
+        FROM old WHERE c.id = old.id
+        RETURNING old.job_id, old.team_id, old.reserved, old.ps
+    ), job AS (
+        UPDATE jobs j SET prompt_tokens = j.prompt_tokens + coalesce(:pt, 0),
+            completion_tokens = j.completion_tokens + coalesce(:ct, 0),
+            total_tokens = j.total_tokens + coalesce(:tt, 0),
+            cost_usd = j.cost_usd + coalesce(:cost, 0),
+            billed_usd = j.billed_usd + coalesce(:billed, 0)
+        FROM call WHERE j.id = call.job_id
+        RETURNING j.id, j.status, call.team_id, call.reserved, call.ps
+    ), budget AS (
+        UPDATE budget_periods b SET reserved_usd = b.reserved_usd - job.reserved,
+            spent_usd = b.spent_usd + :spent
+        FROM job
+        WHERE job.reserved IS NOT NULL AND b.team_id = job.team_id AND b.period_start = job.ps
+        RETURNING b.period, b.spent_usd, b.reserved_usd, b.thresholds_fired
+    )
+    SELECT job.id, job.status, job.team_id, job.ps, budget.period, budget.spent_usd,
+           budget.reserved_usd, budget.thresholds_fired
+    FROM job LEFT JOIN budget ON true
+    """
+).bindparams(
+    bindparam("response", type_=Call.__table__.c.response.type),
+    bindparam("error", type_=Call.__table__.c.error.type),
+    bindparam("cost", type_=Money),
+    bindparam("billed", type_=Money),
+    bindparam("spent", type_=Money),
+)
+
+
 async def finish_call(
-    session: AsyncSession, call_id: str, attempt: int, outcome: CallOutcome
+    session: AsyncSession,
+    call_id: str,
+    attempt: int,
+    outcome: CallOutcome,
+    *,
+    team: Team | None = None,
+    model: str | None = None,
 ) -> Job | None:
     """Record a running call's end once; add it to its job's totals; end the job if it was last.
 
+    `team` (the snapshot its claim read) and `model` (the call's) price it without a query.
     Returns the job if this ended it.
     """
     billed = None
     if outcome.status == CallStatus.SUCCEEDED:
         billed = await price_call(
-            session, call_id, outcome.prompt_tokens, outcome.completion_tokens, outcome.cost_usd
+            session,
+            call_id,
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            outcome.cost_usd,
+            team=team,
+            model=model,
         )
-    stmt = (
-        update(Call)
-        .execution_options(synchronize_session=False)
-        .where(Call.id == call_id, Call.status == CallStatus.RUNNING, Call.attempts == attempt)
-        .values(
-            status=outcome.status,
-            response=outcome.response,
-            error=outcome.error,
-            model_used=outcome.model_used,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            total_tokens=outcome.total_tokens,
-            cost_usd=outcome.cost_usd,
-            billed_usd=billed,
-            latency_ms=outcome.latency_ms,
-            litellm_call_id=outcome.litellm_call_id,
-            cached=outcome.cached,
-            finished_at=func.now(),
-            lease_until=None,
-        )
-        .returning(Call.job_id)
-    )
-    job_id = (await session.execute(stmt)).scalar_one_or_none()
-    if job_id is None:
+    params = {
+        "id": call_id,
+        "attempt": attempt,
+        "status": outcome.status,
+        "response": outcome.response,
+        "error": outcome.error,
+        "model_used": outcome.model_used,
+        "pt": outcome.prompt_tokens,
+        "ct": outcome.completion_tokens,
+        "tt": outcome.total_tokens,
+        "cost": outcome.cost_usd,
+        "billed": billed,
+        "latency_ms": outcome.latency_ms,
+        "litellm_call_id": outcome.litellm_call_id,
+        "cached": outcome.cached,
+        "spent": billed or Decimal(0),
+    }
+    row = (await session.execute(_FINISH, params)).first()
+    if row is None:
         return None  # cancelled, re-claimed or already finished: discard this answer
-    await session.execute(
-        update(Job)
-        .execution_options(synchronize_session=False)
-        .where(Job.id == job_id)
-        .values(
-            prompt_tokens=Job.prompt_tokens + (outcome.prompt_tokens or 0),
-            completion_tokens=Job.completion_tokens + (outcome.completion_tokens or 0),
-            total_tokens=Job.total_tokens + (outcome.total_tokens or 0),
-            cost_usd=Job.cost_usd + (outcome.cost_usd or Decimal(0)),
-            billed_usd=Job.billed_usd + (billed or Decimal(0)),
+    job_id, status, team_id, start, period, spent, reserved, fired = row
+    if period is not None:
+        await budgets.settled(
+            session, team_id, start, billed or Decimal(0), period, spent, reserved, fired
         )
-    )
-    await settle_calls(session, [call_id])
     wake(session, "job", job_id)
-    return await maybe_finish_job(session, job_id)
+    # Whether it was the job's last call is decided by a statement of its own, after this one:
+    # see `_end_facts`. Within this statement it cannot be: its snapshot was taken before the
+    # job's lock was granted, so a call of the same job that another worker finished and
+    # committed while this one waited for that lock still looks running here; each of the two
+    # would then leave the job to the other, and no one would end it.
+    return await _finish_if_done(session, job_id, team_id, JobStatus(status))
 
 
 async def fail_call(session: AsyncSession, call_id: str, error: dict[str, Any]) -> Job | None:

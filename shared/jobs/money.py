@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -41,19 +43,26 @@ async def price_call(
     prompt_tokens: int | None,
     completion_tokens: int | None,
     cost_usd: Decimal | None,
+    *,
+    team: Team | None = None,
+    model: str | None = None,
 ) -> Decimal:
-    """The billed price of a succeeded call, by its team's markup or override."""
-    row = (
-        await session.execute(
-            select(Team, Call.model_requested)
-            .join(Call, Call.team_id == Team.id)
-            .where(Call.id == call_id)
-        )
-    ).first()
-    if row is None:
-        return Decimal(0)
-    team, model = row
-    return billed_price(team, model, prompt_tokens or 0, completion_tokens or 0, cost_usd)
+    """The billed price of a succeeded call, by its team's markup or override.
+
+    With the team (the snapshot its claim read) and the call's model, or a team without
+    per-model prices, it costs no query."""
+    if team is None or (model is None and team.model_prices):
+        row = (
+            await session.execute(
+                select(Team, Call.model_requested)
+                .join(Call, Call.team_id == Team.id)
+                .where(Call.id == call_id)
+            )
+        ).first()
+        if row is None:
+            return Decimal(0)
+        team, model = row
+    return billed_price(team, model or "", prompt_tokens or 0, completion_tokens or 0, cost_usd)
 
 
 # Prompts larger than this are counted in a thread, so that the event loop keeps running.
@@ -112,43 +121,30 @@ async def reserve_for_call(
 # -- the job-end transition -------------------------------------------------------------------
 
 
-async def settle_job(session: AsyncSession, job: Job) -> None:
-    """JOB_END hook: release the job's credit reservation and charge it, exactly once (the
-    transition runs once per job). Only a succeeded job is charged: 1 credit in `job` mode, its
-    calls' credits in `usd`/`tokens` mode; failed, cancelled and expired jobs never."""
-    team = await ledger.lock_team(session, job.team_id)
-    team.credits_reserved = Decimal(team.credits_reserved) - Decimal(job.credits_reserved)
-    job.credits_reserved = Decimal(0)
-    charge = Decimal(0)
-    if job.status == JobStatus.SUCCEEDED:
-        calls = (
-            await session.execute(
-                select(Call.id, Call.billed_usd, Call.total_tokens)
-                .where(Call.job_id == job.id, Call.status == CallStatus.SUCCEEDED)
-                .order_by(Call.seq)
-            )
-        ).all()
-        shares: dict[str, Decimal] = {}
-        if team.billing_mode == "job":
-            charge = Decimal(1)
-            if calls:
-                shares[calls[0][0]] = charge
-        else:
-            for call_id, billed, tokens in calls:
-                shares[call_id] = credits_for(team, Decimal(billed or 0), int(tokens or 0))
-            charge = sum(shares.values(), Decimal(0))
-        for call_id, share in shares.items():
-            await session.execute(
-                update(Call)
-                .execution_options(synchronize_session=False)
-                .where(Call.id == call_id)
-                .values(credits_charged=share)
-            )
-    job.credits_charged = charge
-    if charge > 0:
-        await ledger.debit(session, team, "charge", charge, job_id=job.id, note="job succeeded")
-    else:
-        await session.flush()
+@dataclass(frozen=True)
+class Settlement:
+    """What a job is charged at its end: `charge` credits, split over its calls as `shares`."""
+
+    charge: Decimal
+    shares: dict[str, Decimal]
+
+
+def settlement(
+    team: Team, status: JobStatus, succeeded: Sequence[tuple[str, Decimal | None, int | None]]
+) -> Settlement:
+    """The job's charge, by its (locked) team's billing mode; `succeeded` are its succeeded
+    calls (id, billed_usd, total_tokens) in seq order. Only a succeeded job is charged: 1 credit
+    in `job` mode (on its first call), its calls' credits in `usd`/`tokens` mode; failed,
+    cancelled and expired jobs never. The transition runs once per job, so it is charged once."""
+    if status != JobStatus.SUCCEEDED:
+        return Settlement(Decimal(0), {})
+    if team.billing_mode == "job":
+        return Settlement(Decimal(1), {succeeded[0][0]: Decimal(1)} if succeeded else {})
+    shares = {
+        call_id: credits_for(team, Decimal(billed or 0), int(tokens or 0))
+        for call_id, billed, tokens in succeeded
+    }
+    return Settlement(sum(shares.values(), Decimal(0)), shares)
 
 
 # -- pause and resume ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from shared.jobs.lifecycle import (
 from shared.jobs.money import pause_job, reserve_for_call
 from shared.llm.cache import CachePolicy, cache_policy, with_cache
 from shared.llm.client import LLMError, LLMResult, PermanentLLMError, TransientLLMError
-from shared.models import Call, CallStatus, Job
+from shared.models import Call, CallStatus, Job, Team
 from shared.queue import enqueue_call, enqueue_call_again
 from shared.retry import backoff, retrying
 from shared.runtime import Runtime
@@ -118,7 +118,7 @@ async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
             log.warning("could not queue the swapped call again", extra={"call_id": call_id})
     extra = {"call_id": call.id, "job_id": call.job_id, "team_id": call.team_id}
     try:
-        return await _run_claimed(rt, call, deadline, extra, cache), swapped
+        return await _run_claimed(rt, call, deadline, extra, cache, claimed.team), swapped
     except Exception as exc:
         if infrastructure(exc):
             # Postgres or Redis is away. Hand the call back as soon as they return; if they stay
@@ -162,7 +162,10 @@ async def _run_claimed(
     deadline: datetime | None,
     extra: dict[str, str],
     cache: CachePolicy | None = None,
+    team: Team | None = None,
 ) -> str:
+    """Ask the backend and record the outcome; `team` (the row the claim read) prices the
+    answer without a query."""
     settings = rt.settings
     call_id, attempt = call.id, call.attempts
     timeout = _timeout(rt, call, deadline)
@@ -212,7 +215,9 @@ async def _run_claimed(
         return await _fail(rt, call_id, attempt, exc, extra)
     finally:
         rt.inflight.pop(call_id, None)
-    ended = await _finish(rt, call_id, attempt, _success(result))
+    ended = await _finish(
+        rt, call_id, attempt, _success(result), team=team, model=call.model_requested
+    )
     log.info("call succeeded", extra={**extra, "latency_ms": result.latency_ms})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
@@ -235,13 +240,21 @@ async def _uninterrupted(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-async def _finish(rt: Runtime, call_id: str, attempt: int, outcome: CallOutcome) -> Job | None:
+async def _finish(
+    rt: Runtime,
+    call_id: str,
+    attempt: int,
+    outcome: CallOutcome,
+    *,
+    team: Team | None = None,
+    model: str | None = None,
+) -> Job | None:
     """Record the outcome; through a short Postgres outage, keep the answer and try again
     rather than paying the provider for it twice."""
 
     async def write() -> Job | None:
         async with transaction(rt.sessionmaker) as session:
-            return await finish_call(session, call_id, attempt, outcome)
+            return await finish_call(session, call_id, attempt, outcome, team=team, model=model)
 
     async for step in retrying(infrastructure, attempts=5):
         with step:

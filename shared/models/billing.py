@@ -94,7 +94,7 @@ class BudgetPeriod(Base):
 
 class UsageRollup(Base):
     """Usage of ended jobs, summed per team, UTC day (of the job's creation), model and job
-    type; maintained by the job-end transition (`shared.billing.usage.roll_up_job`), so usage
+    type; maintained by the job-end transition (`shared.billing.usage.roll_up_cte`), so usage
     reports read a few rows per day instead of every call.
 
     `jobs` counts each job once, on the row of its first call's model (or model "" for a job

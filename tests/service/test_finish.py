@@ -1,0 +1,102 @@
+"""The worker's finish transaction: a few statements on the wire, and exact when the calls of
+one job finish at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import delete, select
+
+from shared.billing import ledger
+from shared.config import Settings
+from shared.db import SessionMaker, create_engine, create_sessionmaker, transaction
+from shared.jobs.lifecycle import CallOutcome, finish_call
+from shared.models import CallStatus, CreditEntry, Job, JobStatus, Team, WebhookEvent
+from tests.pgwire import WireCounter
+from tests.service.conftest import Factory
+
+OK = CallOutcome(
+    CallStatus.SUCCEEDED,
+    prompt_tokens=2,
+    completion_tokens=1,
+    total_tokens=3,
+    cost_usd=Decimal("0.01"),
+)
+
+
+async def _team_with_credits(sessionmaker: SessionMaker, **fields: object) -> Team:
+    async with transaction(sessionmaker) as s:
+        team = Team(id="t-" + uuid.uuid4().hex[:10], name="t", **fields)
+        s.add(team)
+        await s.flush()
+        await ledger.add_grant(s, await ledger.lock_team(s, team.id), Decimal(10))
+        return team
+
+
+async def test_calls_finishing_together_end_their_job_once(
+    sessionmaker: SessionMaker, make_job: Factory
+) -> None:
+    team = await _team_with_credits(sessionmaker)
+    try:
+        async with transaction(sessionmaker) as s:
+            _, job, calls = await make_job(12, team=team, db=s, call_status=CallStatus.RUNNING)
+
+        async def finish(call_id: str) -> Job | None:
+            async with transaction(sessionmaker) as s:
+                return await finish_call(s, call_id, 1, OK)
+
+        ended = await asyncio.gather(*(finish(c.id) for c in calls))
+        assert sum(e is not None for e in ended) == 1
+        async with transaction(sessionmaker) as s:
+            row = (
+                await s.execute(
+                    select(Job).where(Job.id == job.id).execution_options(populate_existing=True)
+                )
+            ).scalar_one()
+            assert row.status == JobStatus.SUCCEEDED
+            assert (row.total_tokens, row.cost_usd, row.credits_charged) == (36, Decimal("0.12"), 1)
+            events = await s.execute(select(WebhookEvent.type).where(WebhookEvent.job_id == job.id))
+            assert list(events.scalars()) == ["job.succeeded"]
+            locked = await ledger.lock_team(s, team.id)
+            assert locked.credits_balance == 9 == await ledger.ledger_sum(s, team.id)
+    finally:
+        async with transaction(sessionmaker) as s:
+            await s.execute(delete(Team).where(Team.id == team.id))
+
+
+async def test_a_one_call_job_finishes_in_few_round_trips(
+    sessionmaker: SessionMaker, make_job: Factory, service_db: str
+) -> None:
+    """With the team its claim read, the call's end, the job's end, its charge, usage rollup
+    and event: BEGIN, the call, the end's facts, the end, the event (its endpoints and its
+    row; no delivery without endpoints), COMMIT."""
+    team = await _team_with_credits(sessionmaker)
+    wire = WireCounter()
+    wire.start()
+    engine = create_engine(Settings(database_url=wire.route(service_db)), pool_size=1)
+    try:
+        async with transaction(sessionmaker) as s:
+            calls = [
+                (await make_job(1, team=team, db=s, call_status=CallStatus.RUNNING))[2][0]
+                for _ in range(2)
+            ]
+        counted = create_sessionmaker(engine)
+        for call in calls:  # the first connects and prepares the statements: not counted
+            wire.reset()
+            async with transaction(counted) as s:
+                ended = await finish_call(s, call.id, 1, OK, team=team, model=call.model_requested)
+            assert ended is not None and ended.status == JobStatus.SUCCEEDED
+        assert wire.round_trips <= 7, wire.statements
+        job = ended
+        async with transaction(sessionmaker) as s:
+            charged = await s.execute(
+                select(CreditEntry.amount).where(CreditEntry.job_id == job.id)
+            )
+            assert list(charged.scalars()) == [Decimal(-1)]
+    finally:
+        await engine.dispose()
+        wire.stop()
+        async with transaction(sessionmaker) as s:
+            await s.execute(delete(Team).where(Team.id == team.id))
