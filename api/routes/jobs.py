@@ -17,7 +17,7 @@ from sqlalchemy import Select, select
 from starlette.routing import Match
 from starlette.types import Scope
 
-from api.deps import SessionDep, StateDep, TeamDep
+from api.deps import ReadSessionDep, ReadTeamDep, SessionDep, StateDep, TeamDep
 from api.middleware import JSONL_TYPES
 from shared.db import commit
 from shared.errors import BadRequest, ServiceUnavailable
@@ -222,8 +222,8 @@ async def cancel_job(job_id: str, team: TeamDep, session: SessionDep, state: Sta
 
 @router.get("/jobs")
 async def list_jobs(
-    team: TeamDep,
-    session: SessionDep,
+    team: ReadTeamDep,
+    session: ReadSessionDep,
     state: StateDep,
     status: str | None = None,
     job_type: str | None = None,
@@ -244,8 +244,8 @@ async def list_jobs(
 @router.get("/jobs/{job_id}")
 async def get_job(
     job_id: str,
-    team: TeamDep,
-    session: SessionDep,
+    team: ReadTeamDep,
+    session: ReadSessionDep,
     state: StateDep,
     include_calls: bool = Query(default=False, alias="include_calls"),
 ) -> JobOut:
