@@ -83,6 +83,125 @@ def _with_counts() -> Select[Any]:
     return select(*JOB_COLUMNS, *counts.c).select_from(JOBS).join(counts, true())
 
 
+# The hot statements are built once: SQLAlchemy then memoizes their cache keys, so a request
+# pays neither for building them nor for walking them to find the compiled form.
+_GET = _with_counts().where(
+    JOBS.c.team_id == bindparam("team_id"), JOBS.c.id == bindparam("job_id")
+)
+_LISTS: dict[tuple[bool, bool, bool], Select[Any]] = {}
+
+
+def _list_statement(status: bool, job_type: bool, after: bool) -> Select[Any]:
+    stmt = _LISTS.get((status, job_type, after))
+    if stmt is None:
+        stmt = _with_counts().where(JOBS.c.team_id == bindparam("team_id"))
+        if status:
+            stmt = stmt.where(JOBS.c.status == bindparam("status"))
+        if job_type:
+            stmt = stmt.where(JOBS.c.job_type == bindparam("job_type"))
+        if after:
+            stmt = stmt.where(JOBS.c.id < bindparam("after"))
+        stmt = stmt.order_by(JOBS.c.id.desc()).limit(bindparam("limit", type_=Integer))
+        _LISTS[(status, job_type, after)] = stmt
+    return stmt
+
+
+def _insert_batch() -> Select[Any]:
+    """The job (every column it is given, as `j_<column>`; `created_at` defaults to now()) and
+    its calls from one array per column. ON CONFLICT on the Idempotency-Key index: a job
+    without a key is not in that (partial) index and never conflicts."""
+    values: dict[str, Any] = {
+        name: bindparam("j_" + name, type_=JOBS.c[name].type) for name in JOB_INSERT_COLUMNS
+    }
+    values["created_at"] = func.coalesce(
+        bindparam("j_created_at", type_=JOBS.c.created_at.type), func.now()
+    )
+    new_job = (
+        pg_insert(JOBS)
+        .values(values)
+        .on_conflict_do_nothing(
+            index_elements=[JOBS.c.team_id, JOBS.c.idempotency_key],
+            index_where=JOBS.c.idempotency_key.is_not(None),
+        )
+        .returning(*JOBS.c)
+        .cte("new_job")
+    )
+    rows = (
+        func.unnest(
+            bindparam("call_ids", type_=ARRAY(String)),
+            bindparam("custom_ids", type_=ARRAY(String)),
+            bindparam("models", type_=ARRAY(String)),
+            bindparam("requests", type_=ARRAY(Text)),
+            bindparam("max_tokens", type_=ARRAY(Integer)),
+            bindparam("max_billed_usd", type_=ARRAY(Numeric)),
+        )
+        .table_valued(
+            "id",
+            "custom_id",
+            "model",
+            "request",
+            "max_tokens",
+            "max_billed_usd",
+            with_ordinality="seq",
+        )
+        .render_derived()
+    )
+    new_calls = insert(CALLS).from_select(
+        [
+            "id",
+            "job_id",
+            "team_id",
+            "seq",
+            "custom_id",
+            "model_requested",
+            "request",
+            "status",
+            "priority",
+            "max_tokens",
+            "max_billed_usd",
+        ],
+        select(
+            rows.c.id,
+            new_job.c.id,
+            new_job.c.team_id,
+            rows.c.seq - 1,
+            rows.c.custom_id,
+            rows.c.model,
+            cast(rows.c.request, JSONB),
+            literal(CallStatus.QUEUED.value, String),
+            bindparam("call_priority", type_=Integer),
+            rows.c.max_tokens,
+            rows.c.max_billed_usd,
+        )
+        .select_from(new_job)
+        .join(rows, true()),
+    )
+    return select(
+        *(new_job.c[attr.columns[0].name].label(attr.key) for attr in Job.__mapper__.column_attrs)
+    ).add_cte(new_calls.cte("new_calls"))
+
+
+# What a batch submission sets on its job (the rest are the columns' defaults).
+JOB_INSERT_COLUMNS = (
+    "id",
+    "team_id",
+    "style",
+    "job_type",
+    "metadata",
+    "status",
+    "priority",
+    "pause_reason",
+    "paused_from",
+    "credits_reserved",
+    "webhook_url",
+    "idempotency_key",
+    "request_hash",
+    "total_calls",
+    "deadline_at",
+)
+_INSERT_BATCH = _insert_batch()
+
+
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -96,8 +215,8 @@ class JobRepository:
 
     async def get_with_counts(self, team_id: str, job_id: str) -> Row[Any] | None:
         """The job (attributes as on `Job`) and its calls by status (`counts_of`)."""
-        stmt = _with_counts().where(JOBS.c.team_id == team_id, JOBS.c.id == job_id)
-        row: Row[Any] | None = (await self.session.execute(stmt)).first()
+        params = {"team_id": team_id, "job_id": job_id}
+        row: Row[Any] | None = (await self.session.execute(_GET, params)).first()
         return row
 
     async def by_idempotency_key(self, team_id: str, key: str) -> Job | None:
@@ -108,70 +227,19 @@ class JobRepository:
         """Insert a job and its calls in one statement; the job's row as stored (attributes as
         on `Job`), or None when another job already holds its Idempotency-Key (then nothing is
         inserted). The calls travel as one array per column: one statement text for any size."""
-        stmt = pg_insert(JOBS).values(job)
-        if job.get("idempotency_key") is not None:
-            stmt = stmt.on_conflict_do_nothing(
-                index_elements=[JOBS.c.team_id, JOBS.c.idempotency_key],
-                index_where=JOBS.c.idempotency_key.is_not(None),
-            )
-        new_job = stmt.returning(*JOBS.c).cte("new_job")
-        rows = (
-            func.unnest(
-                bindparam("call_ids", calls.ids, type_=ARRAY(String)),
-                bindparam("custom_ids", calls.custom_ids, type_=ARRAY(String)),
-                bindparam("models", calls.models, type_=ARRAY(String)),
-                bindparam("requests", calls.requests, type_=ARRAY(Text)),
-                bindparam("max_tokens", calls.max_tokens, type_=ARRAY(Integer)),
-                bindparam("max_billed_usd", calls.max_billed_usd, type_=ARRAY(Numeric)),
-            )
-            .table_valued(
-                "id",
-                "custom_id",
-                "model",
-                "request",
-                "max_tokens",
-                "max_billed_usd",
-                with_ordinality="seq",
-            )
-            .render_derived()
+        params: dict[str, Any] = {"j_" + name: job.get(name) for name in JOB_INSERT_COLUMNS}
+        params["j_created_at"] = job.get("created_at")
+        params.update(
+            call_ids=calls.ids,
+            custom_ids=calls.custom_ids,
+            models=calls.models,
+            requests=calls.requests,
+            max_tokens=calls.max_tokens,
+            max_billed_usd=calls.max_billed_usd,
+            call_priority=calls.priority,
         )
-        new_calls = insert(CALLS).from_select(
-            [
-                "id",
-                "job_id",
-                "team_id",
-                "seq",
-                "custom_id",
-                "model_requested",
-                "request",
-                "status",
-                "priority",
-                "max_tokens",
-                "max_billed_usd",
-            ],
-            select(
-                rows.c.id,
-                new_job.c.id,
-                new_job.c.team_id,
-                rows.c.seq - 1,
-                rows.c.custom_id,
-                rows.c.model,
-                cast(rows.c.request, JSONB),
-                literal(CallStatus.QUEUED.value, String),
-                literal(calls.priority, Integer),
-                rows.c.max_tokens,
-                rows.c.max_billed_usd,
-            )
-            .select_from(new_job)
-            .join(rows, true()),
-        )
-        query = select(
-            *(
-                new_job.c[attr.columns[0].name].label(attr.key)
-                for attr in Job.__mapper__.column_attrs
-            )
-        ).add_cte(new_calls.cte("new_calls"))
-        return (await self.session.execute(query)).first()
+        row: Row[Any] | None = (await self.session.execute(_INSERT_BATCH, params)).first()
+        return row
 
     async def list(
         self,
@@ -203,15 +271,15 @@ class JobRepository:
     ) -> Sequence[Row[Any]]:
         """Newest first (`after`: the last id of the previous page), each job with its calls by
         status (`counts_of`), in one statement."""
-        stmt = _with_counts().where(JOBS.c.team_id == team_id)
-        if status:
-            stmt = stmt.where(JOBS.c.status == status)
-        if job_type:
-            stmt = stmt.where(JOBS.c.job_type == job_type)
-        if after:
-            stmt = stmt.where(JOBS.c.id < after)
-        stmt = stmt.order_by(JOBS.c.id.desc()).limit(limit)
-        rows: Sequence[Row[Any]] = (await self.session.execute(stmt)).all()
+        stmt = _list_statement(bool(status), bool(job_type), bool(after))
+        params = {
+            "team_id": team_id,
+            "status": status,
+            "job_type": job_type,
+            "after": after,
+            "limit": limit,
+        }
+        rows: Sequence[Row[Any]] = (await self.session.execute(stmt, params)).all()
         return rows
 
     async def calls(self, team_id: str, job_id: str) -> Sequence[Call]:
