@@ -46,6 +46,22 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+async def get_read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """A session for routes that only read: no transaction (no BEGIN, no COMMIT), so a read
+    of one statement is one round trip. Its after-commit work (a key's `last_used_at`) runs
+    when the handler returns, as with `get_session`."""
+    async with (state.reader or state.sessionmaker)() as session:
+        try:
+            yield session
+        except BaseException:
+            discard_after_commit(session)
+            raise
+        await commit(session)
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+
+
 def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -67,6 +83,16 @@ def _throttle(request: Request, state: Runtime) -> tuple[AuthThrottle, str]:
 
 
 async def get_team(request: Request, session: SessionDep, state: StateDep) -> Team:
+    """The team owning the request's key (`authenticate`), in the request's session."""
+    return await authenticate(request, session, state)
+
+
+async def get_read_team(request: Request, session: ReadSessionDep, state: StateDep) -> Team:
+    """`get_team` for routes that only read (`ReadSessionDep`)."""
+    return await authenticate(request, session, state)
+
+
+async def authenticate(request: Request, session: AsyncSession, state: Runtime) -> Team:
     """The team owning the request's key, if the key has the route's scope (api/openapi.py).
 
     Refused keys are counted per client address and key prefix; past the throttle's limit the
@@ -118,6 +144,7 @@ async def get_team(request: Request, session: SessionDep, state: StateDep) -> Te
 
 
 TeamDep = Annotated[Team, Depends(get_team)]
+ReadTeamDep = Annotated[Team, Depends(get_read_team)]
 
 
 async def require_admin(request: Request, state: StateDep) -> None:

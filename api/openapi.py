@@ -143,13 +143,13 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
 
 
 def _auth(dependant: Dependant) -> Auth:
-    from api.deps import get_team, require_admin
+    from api.deps import get_read_team, get_team, require_admin
     from api.routes.health import metrics_auth
 
     calls = set(_calls(dependant))
     if require_admin in calls:
         return "admin"
-    if get_team in calls:
+    if get_team in calls or get_read_team in calls:
         return "team"
     if metrics_auth in calls:
         return "metrics"

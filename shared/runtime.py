@@ -41,6 +41,9 @@ class Runtime:
     draining: bool = False
     # API only: authenticated keys (shared/teams/keycache.py); None: no cache.
     key_cache: KeyCache | None = None
+    # Sessions without a transaction (autocommit), for requests that only read: no BEGIN and
+    # COMMIT round trips. None: use `sessionmaker`.
+    reader: SessionMaker | None = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -92,4 +95,5 @@ def build_runtime(
         catalog=catalog,
         limiter=limiter or RedisRequestLimiter(queue, settings.worker_queue_name),
         key_cache=key_cache,
+        reader=create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
     )

@@ -12,12 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import AnyHttpUrl, TypeAdapter
+from pydantic import AnyHttpUrl, BaseModel, TypeAdapter
 from sqlalchemy import Select, select
 from starlette.routing import Match
 from starlette.types import Scope
 
-from api.deps import SessionDep, StateDep, TeamDep
+from api.deps import ReadSessionDep, ReadTeamDep, SessionDep, StateDep, TeamDep
 from api.middleware import JSONL_TYPES
 from shared.db import commit
 from shared.errors import BadRequest, ServiceUnavailable
@@ -43,6 +43,16 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 log = logging.getLogger("saas_llm.api")
 RESULTS_PAGE = 1000
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+def _json(model: BaseModel, status_code: int = 200, replayed: bool = False) -> Response:
+    """`model` serialised once by pydantic-core. Returning the model instead makes FastAPI
+    dump it, validate it again against the route's response model and encode it a third time;
+    the route still declares `response_model` for the OpenAPI document."""
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(
+        model.model_dump_json(), status_code, headers=headers, media_type="application/json"
+    )
 
 
 async def _available(state: StateDep) -> list[str]:
@@ -144,27 +154,24 @@ router.add_api_route(
 )
 
 
-@router.post("/jobs", status_code=202)
+@router.post("/jobs", status_code=202, response_model=JobOut)
 async def submit_job(
     data: JobCreate,
     team: TeamDep,
     session: SessionDep,
     state: StateDep,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> JobOut:
+) -> Response:
     """Batch style: a job and all its calls, queued at once."""
     service = JobService(session, state)
     # A replay needs nothing but the database: answer it even while the proxy is away.
     if (original := await service.replay(team, data, idempotency_key)) is not None:
-        response.headers["Idempotent-Replayed"] = "true"
-        return await service.get_out(team, original.id)
+        return _json(await service.get_out(team, original.id), 202, replayed=True)
     submitted = await service.submit_batch(team, data, idempotency_key=idempotency_key)
     if not submitted.created:
-        response.headers["Idempotent-Replayed"] = "true"
-        return await service.get_out(team, submitted.job.id)
-    # Just stored (and refreshed): every call is queued; no need to read it all back.
-    return job_out(submitted.job, {CallStatus.QUEUED: len(submitted.call_ids)})
+        return _json(await service.get_out(team, submitted.job.id), 202, replayed=True)
+    # Just stored (RETURNING): every call is queued; no need to read it all back.
+    return _json(job_out(submitted.job, {CallStatus.QUEUED: len(submitted.call_ids)}), 202)
 
 
 @router.post("/jobs/create", status_code=201)
@@ -220,10 +227,10 @@ async def cancel_job(job_id: str, team: TeamDep, session: SessionDep, state: Sta
     return await service.get_out(team, job_id)
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=JobList)
 async def list_jobs(
-    team: TeamDep,
-    session: SessionDep,
+    team: ReadTeamDep,
+    session: ReadSessionDep,
     state: StateDep,
     status: str | None = None,
     job_type: str | None = None,
@@ -231,25 +238,29 @@ async def list_jobs(
         default=None, description="Cursor: the last id of the previous page."
     ),
     limit: int = Query(default=20, ge=1, le=100),
-) -> JobList:
+) -> Response:
     """The team's jobs, newest first."""
     if status is not None and status not in set(JobStatus):
         raise BadRequest(f"unknown status {status!r}", param="status")
     jobs, has_more = await JobService(session, state).list_out(
         team, status=status, job_type=job_type, after=after, limit=limit
     )
-    return JobList(data=jobs, has_more=has_more, next_cursor=jobs[-1].id if has_more else None)
+    return _json(
+        JobList(data=jobs, has_more=has_more, next_cursor=jobs[-1].id if has_more else None)
+    )
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=JobOut)
 async def get_job(
     job_id: str,
-    team: TeamDep,
-    session: SessionDep,
+    team: ReadTeamDep,
+    session: ReadSessionDep,
     state: StateDep,
     include_calls: bool = Query(default=False, alias="include_calls"),
-) -> JobOut:
-    return await JobService(session, state).get_out(team, job_id, include_calls=include_calls)
+) -> Response:
+    return _json(
+        await JobService(session, state).get_out(team, job_id, include_calls=include_calls)
+    )
 
 
 @router.get("/jobs/{job_id}/calls/{call_id}")

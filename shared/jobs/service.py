@@ -7,11 +7,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from shared.billing.periods import created_stamp
 from shared.db import after_commit
@@ -25,7 +27,7 @@ from shared.jobs.lifecycle import (
     stop_calls,
 )
 from shared.jobs.money import record_job_paused
-from shared.jobs.repository import JobRepository
+from shared.jobs.repository import JobRepository, NewCalls, counts_of
 from shared.jobs.schemas import ChatRequest, JobCreate, JobOut, StepJobCreate
 from shared.jobs.views import job_out
 from shared.models import (
@@ -54,6 +56,29 @@ class Submitted:
 
 def request_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dump_json(value: Any) -> str:
+    """JSON text for a JSONB column (what the engine's serializer would send)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def attach(session: AsyncSession, job: Job) -> Job:
+    """A job built from a row just written (RETURNING), made part of `session` like a loaded
+    one, without a query."""
+    make_transient_to_detached(job)
+    session.add(job)
+    return job
+
+
+async def release_credits(session: AsyncSession, team_id: str, amount: Decimal) -> None:
+    """Hand back credits an admission reserved for a job that was not stored after all."""
+    await session.execute(
+        update(Team)
+        .execution_options(synchronize_session=False)
+        .where(Team.id == team_id)
+        .values(credits_reserved=Team.credits_reserved - amount)
+    )
 
 
 class JobService:
@@ -113,57 +138,52 @@ class JobService:
             team, data.requests, timeout_seconds=data.timeout_seconds
         )
         money = admitted.money
-        job = Job(
-            id=new_id("job"),
+        job_values: dict[str, Any] = {
+            "id": new_id("job"),
             **created_stamp(),
-            team_id=team.id,
-            style=JobStyle.BATCH,
-            job_type=data.job_type,
-            metadata_=data.metadata,
-            status=JobStatus.PAUSED if money.pause_reason else JobStatus.QUEUED,
-            priority=data.priority,
-            pause_reason=money.pause_reason,
-            paused_from=JobStatus.QUEUED if money.pause_reason else None,
-            credits_reserved=money.credits_reserved,
-            webhook_url=str(data.webhook_url) if data.webhook_url else None,
-            idempotency_key=idempotency_key,
-            request_hash=digest,
-            total_calls=len(admitted.bodies),
-            deadline_at=(
+            "team_id": team.id,
+            "style": JobStyle.BATCH.value,
+            "job_type": data.job_type,
+            "metadata": data.metadata,
+            "status": (JobStatus.PAUSED if money.pause_reason else JobStatus.QUEUED).value,
+            "priority": data.priority.value,
+            "pause_reason": money.pause_reason,
+            "paused_from": JobStatus.QUEUED.value if money.pause_reason else None,
+            "credits_reserved": money.credits_reserved,
+            "webhook_url": str(data.webhook_url) if data.webhook_url else None,
+            "idempotency_key": idempotency_key,
+            "request_hash": digest,
+            "total_calls": len(admitted.bodies),
+            "deadline_at": (
                 datetime.now(UTC) + timedelta(seconds=data.deadline_seconds)
                 if data.deadline_seconds
                 else None
             ),
+        }
+        call_ids = [new_id("call") for _ in admitted.bodies]
+        calls = NewCalls(
+            ids=call_ids,
+            custom_ids=custom_ids,
+            models=[body["model"] for body in admitted.bodies],
+            requests=[dump_json(body) for body in admitted.bodies],
+            max_tokens=[w.tokens for w in money.worst],
+            max_billed_usd=[w.billed_usd for w in money.worst],
+            priority=data.priority.rank,
         )
-        calls = [
-            Call(
-                id=new_id("call"),
-                job_id=job.id,
-                team_id=team.id,
-                seq=i,
-                custom_id=custom_ids[i],
-                model_requested=body["model"],
-                request=body,
-                status=CallStatus.QUEUED,
-                priority=data.priority.rank,
-                max_tokens=money.worst[i].tokens,
-                max_billed_usd=money.worst[i].billed_usd,
-            )
-            for i, body in enumerate(admitted.bodies)
-        ]
-        try:
-            async with self.session.begin_nested():
-                self.session.add(job)
-                await self.session.flush()
-                self.session.add_all(calls)
-                await self.session.flush()
-        except IntegrityError:
-            # A concurrent request with the same Idempotency-Key won the race.
-            if idempotency_key and (again := await self._idempotent(team, idempotency_key, digest)):
-                return Submitted(again, [], created=False)
-            raise
-        await self.session.refresh(job)
-        call_ids = [c.id for c in calls]
+        row = await self.repo.insert_batch(job_values, calls)
+        if row is None:
+            # A concurrent request with the same Idempotency-Key won the race (ON CONFLICT DO
+            # NOTHING waited for it to commit): nothing was inserted; hand back what this
+            # admission reserved, and answer with the original.
+            if money.credits_reserved > 0:
+                await release_credits(self.session, team.id, money.credits_reserved)
+            again = await self._idempotent(team, idempotency_key, digest)
+            if again is None:
+                raise Conflict(
+                    "a concurrent request with this Idempotency-Key did not finish; retry"
+                )
+            return Submitted(again, [], created=False)
+        job = attach(self.session, Job(**row._asdict()))
         if money.pause_reason:
             await record_job_paused(self.session, job)
         else:
@@ -289,10 +309,12 @@ class JobService:
         return job
 
     async def get_out(self, team: Team, job_id: str, *, include_calls: bool = False) -> JobOut:
-        job = await self.get(team, job_id)
-        counts = (await self.repo.counts([job.id]))[job.id]
-        calls = await self.repo.calls(team.id, job.id) if include_calls else None
-        return job_out(job, counts, calls)
+        """The job as the API shows it: one statement (two with its calls)."""
+        row = await self.repo.get_with_counts(team.id, job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        calls = await self.repo.calls(team.id, job_id) if include_calls else None
+        return job_out(row, counts_of(row), calls)
 
     async def list_out(
         self,
@@ -303,15 +325,11 @@ class JobService:
         after: str | None,
         limit: int,
     ) -> tuple[list[JobOut], bool]:
-        jobs = list(
-            await self.repo.list(
-                team.id, status=status, job_type=job_type, after=after, limit=limit + 1
-            )
+        rows = await self.repo.list_with_counts(
+            team.id, status=status, job_type=job_type, after=after, limit=limit + 1
         )
-        has_more = len(jobs) > limit
-        jobs = jobs[:limit]
-        counts = await self.repo.counts([j.id for j in jobs])
-        return [job_out(j, counts[j.id]) for j in jobs], has_more
+        has_more = len(rows) > limit
+        return [job_out(r, counts_of(r)) for r in rows[:limit]], has_more
 
     async def calls(self, team: Team, job_id: str) -> Sequence[Call]:
         await self.get(team, job_id)

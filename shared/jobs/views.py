@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row
 
 from shared.jobs.schemas import CallOut, JobOut, RequestCounts, Usage
 from shared.models import Call, Job
@@ -41,7 +44,10 @@ def call_out(call: Call, *, include_request: bool = False) -> CallOut:
     )
 
 
-def job_out(job: Job, counts: dict[str, int], calls: Sequence[Call] | None = None) -> JobOut:
+def job_out(
+    job: Job | Row[Any], counts: dict[str, int], calls: Sequence[Call] | None = None
+) -> JobOut:
+    """`job` is a `Job` or a row with its attributes (`shared.jobs.repository.JOB_COLUMNS`)."""
     rc = RequestCounts(total=sum(counts.values()), **{k: v for k, v in counts.items()})
     return JobOut(
         id=job.id,

@@ -157,3 +157,31 @@ async def test_a_claim_after_cancel_finds_nothing(
     finally:
         async with transaction(sessionmaker) as s:
             await s.execute(delete(Team).where(Team.id == team.id))
+
+
+async def test_a_submission_losing_the_idempotency_race_stores_and_holds_nothing(
+    session: AsyncSession, make_job: Factory, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from decimal import Decimal
+
+    from shared.billing import ledger
+
+    team, _, _ = await make_job(0, enforce_credits=True)
+    await ledger.add_grant(session, await ledger.lock_team(session, team.id), Decimal(5))
+    service = JobService(session, runtime)
+    first = await service.submit_batch(team, _job(2), idempotency_key="race")
+    # The loser's own look-up ran before the winner stored its job: it misses, and its insert
+    # meets the winner's key (ON CONFLICT DO NOTHING).
+    real = service._idempotent
+    misses = iter([None])
+
+    async def late(team: Team, key: str | None, digest: str) -> Job | None:
+        return next(misses, None) or await real(team, key, digest)
+
+    monkeypatch.setattr(service, "_idempotent", late)
+    again = await service.submit_batch(team, _job(2), idempotency_key="race")
+    assert not again.created and again.job.id == first.job.id
+    calls = await session.execute(select(Call.job_id).where(Call.team_id == team.id))
+    assert calls.scalars().all() == [first.job.id, first.job.id]  # the loser stored none
+    reserved = await session.scalar(select(Team.credits_reserved).where(Team.id == team.id))
+    assert reserved == first.job.credits_reserved  # only the winner's reservation is held

@@ -1,0 +1,122 @@
+"""The hot paths stay lean: database round trips per one-call job, counted on the wire.
+
+The API and the worker of a private platform reach Postgres through counting relays
+(`tests/pgwire.py`); one-call jobs run one at a time, each waited for by reading its row
+directly (not through the API, whose reads would count). A round trip is a statement's Sync or a
+simple query (BEGIN, COMMIT): a figure of the code, not of the machine, so it can be held here.
+The bounds are today's figures (`python -m bench.round_trips` prints them with the statements)
+plus the few round trips of the worker's background loops that may fall inside the window.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from cli.stack import Proc, free_port, start_api, start_worker
+from tests.conftest import TERMINAL, base_env
+from tests.harness import MASTER_KEY, create_database, drop_database, wait_until
+from tests.pgwire import WireCounter
+
+JOBS = 12
+# Per one-call job: the API's submit, and the worker's claim + finish (which ends the job).
+API_SUBMIT_MAX = 3
+WORKER_PER_JOB_MAX = 14
+API_READ_MAX = 2
+
+
+class Counted:
+    def __init__(self, client: httpx.Client, db: str, api: WireCounter, worker: WireCounter):
+        self.client, self.db, self.api, self.worker = client, db, api, worker
+
+    def status(self, job_id: str) -> str | None:
+        with psycopg.connect(self.db) as conn:
+            row = conn.execute("SELECT status FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def run_job(self, i: int) -> str:
+        r = self.client.post(
+            "/api/jobs",
+            json={
+                "requests": [
+                    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"rt {i}"}]}
+                ]
+            },
+        )
+        assert r.status_code == 202, r.text
+        job_id = str(r.json()["id"])
+        status = wait_until(
+            lambda: (s := self.status(job_id)) in TERMINAL and s, 60, f"job {i} to end"
+        )
+        assert status == "succeeded"
+        return job_id
+
+
+@pytest.fixture(scope="module")
+def counted(proxy: str, log_dir: Path) -> Iterator[Counted]:
+    db = create_database("saasllm_rt_")
+    api_wire, worker_wire = WireCounter(), WireCounter()
+    api_wire.start()
+    worker_wire.start()
+    tag = uuid.uuid4().hex[:8]
+    queue = f"saas-llm-rt:{tag}"
+    procs: list[Proc] = []
+    try:
+        port = free_port()
+        procs.append(
+            start_api(base_env(api_wire.route(db), queue, proxy), port, log_dir, name="api-rt")
+        )
+        procs.append(start_worker(base_env(worker_wire.route(db), queue, proxy), log_dir, "w-rt"))
+        base = f"http://127.0.0.1:{port}"
+        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+        team = "rt-" + tag
+        httpx.post(
+            base + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
+        ).raise_for_status()
+        key = httpx.post(base + f"/api/admin/teams/{team}/keys", json={}, headers=admin)
+        key.raise_for_status()
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key.json()['key']}"}, timeout=30
+        ) as client:
+            yield Counted(client, db, api_wire, worker_wire)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        api_wire.stop()
+        worker_wire.stop()
+        drop_database(db)
+
+
+def _report(wire: WireCounter, n: int) -> str:
+    return "\n".join(f"{c / n:5.2f}  {sql}" for sql, c in wire.statements.most_common(30))
+
+
+def test_a_one_call_job_costs_a_bounded_number_of_round_trips(counted: Counted) -> None:
+    for i in range(3):  # warm: pools, prepared statements, the model list, the key cache
+        counted.run_job(i)
+    counted.api.reset()
+    counted.worker.reset()
+    ids = [counted.run_job(i) for i in range(JOBS)]
+    api, worker = counted.api.round_trips / JOBS, counted.worker.round_trips / JOBS
+    print(f"\nround trips per one-call job: API submit {api:.1f}, worker {worker:.1f}")
+    assert api <= API_SUBMIT_MAX, _report(counted.api, JOBS)
+    assert worker <= WORKER_PER_JOB_MAX, _report(counted.worker, JOBS)
+
+    counted.api.reset()
+    for job_id in ids:
+        r = counted.client.get(f"/api/jobs/{job_id}")
+        assert r.status_code == 200 and r.json()["status"] == "succeeded"
+    get = counted.api.round_trips / JOBS
+    counted.api.reset()
+    for _ in ids:
+        page = counted.client.get("/api/jobs", params={"limit": 20})
+        assert page.status_code == 200 and len(page.json()["data"]) == JOBS + 3
+    listed = counted.api.round_trips / JOBS
+    print(f"round trips per read: GET job {get:.1f}, list page {listed:.1f}")
+    assert get <= API_READ_MAX, _report(counted.api, JOBS)
+    assert listed <= API_READ_MAX, _report(counted.api, JOBS)
