@@ -24,6 +24,7 @@ import asyncio
 import functools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -144,7 +145,23 @@ async def wait_done(client: httpx.AsyncClient, tag: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def fixed_rate(api_url: str, key: str, rate: float, seconds: float) -> dict[str, float]:
+async def drain(api_url: str, key: str) -> None:
+    """Wait until none of the team's jobs is queued or running."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=headers) as client:
+        while True:
+            busy = [
+                (await client.get("/api/jobs", params={"status": status, "limit": 1})).json()
+                for status in ("queued", "running")
+            ]
+            if not any(page["data"] for page in busy):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def fixed_rate(
+    api_url: str, key: str, rate: float, seconds: float, *, wait_jobs: bool = True
+) -> dict[str, float]:
     """P3: one-call submissions sent at `rate` per second for `seconds`, open loop (each at its
     scheduled moment, whether or not earlier ones were answered); submit latency from the send."""
     tag = uuid.uuid4().hex[:6]
@@ -171,7 +188,8 @@ async def fixed_rate(api_url: str, key: str, rate: float, seconds: float) -> dic
 
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - start
-        await wait_done(client, tag)  # let the worker drain them before the next measurement
+        if wait_jobs:
+            await wait_done(client, tag)  # let the worker drain them before the next measurement
     return {
         "n": n,
         "rate": rate,
@@ -530,12 +548,28 @@ def main() -> None:
                 f"+{(p['p50'] - b['p50']) * 1000:,.1f} / +{(p['p99'] - b['p99']) * 1000:,.1f} | "
                 f"{p['submit_p99'] * 1000:,.1f} |"
             )
-        # P3: API submit latency at a fixed rate (proxy mode's API).
+        # P3: API submit latency at a fixed rate (proxy mode's API), with its worker running the
+        # jobs meanwhile on the same cores, then with that worker paused (SIGSTOP: the API alone;
+        # the jobs wait in the queue and run once it continues).
         p3 = asyncio.run(fixed_rate(api_url, key, args.p3_rate, args.p3_seconds))
         print(
             f"\nP3: {p3['n']} one-call submits at {p3['rate']:.0f}/s (open loop; achieved "
             f"{p3['achieved']:.0f}/s): submit p50 {p3['p50'] * 1000:.1f} ms, p99 "
             f"{p3['p99'] * 1000:.1f} ms (client behind schedule p99 {p3['late_p99'] * 1000:.1f} ms)"
+        )
+        worker_pid = stacks["proxy"][1]["worker"].popen.pid
+        os.kill(worker_pid, signal.SIGSTOP)
+        try:
+            p3_api = asyncio.run(
+                fixed_rate(api_url, key, args.p3_rate, args.p3_seconds, wait_jobs=False)
+            )
+        finally:
+            os.kill(worker_pid, signal.SIGCONT)
+        asyncio.run(drain(api_url, key))
+        print(
+            f"P3, worker paused: submit p50 {p3_api['p50'] * 1000:.1f} ms, p99 "
+            f"{p3_api['p99'] * 1000:.1f} ms (achieved {p3_api['achieved']:.0f}/s; client behind "
+            f"schedule p99 {p3_api['late_p99'] * 1000:.1f} ms)"
         )
         # Fairness: a worker with few slots, one team's flood, another team's one-call jobs.
         for mode_procs in (m for _, m in stacks.values()):
@@ -580,6 +614,11 @@ def main() -> None:
             f"| P3: API submit p50 / p99 at {p3['rate']:.0f} one-call submits/s for "
             f"{args.p3_seconds:g} s (achieved {p3['achieved']:.0f}/s) | {p3['p50'] * 1000:,.1f} / "
             f"{p3['p99'] * 1000:,.1f} ms |"
+        )
+        print(
+            f"| P3 with the worker paused (the API alone): submit p50 / p99 (achieved "
+            f"{p3_api['achieved']:.0f}/s) | {p3_api['p50'] * 1000:,.1f} / "
+            f"{p3_api['p99'] * 1000:,.1f} ms |"
         )
         print(
             f"| fairness: another team's queue wait p50 / p99 / max during a {args.flood}-call "
