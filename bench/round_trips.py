@@ -21,8 +21,6 @@ webhook sink; the team has a webhook endpoint, so delivery is counted too. Then:
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 import uuid
@@ -33,8 +31,9 @@ from typing import Any, cast
 import httpx
 import redis
 
+from bench.sink import start_sink
 from cli.embedded import EmbeddedRedis
-from cli.stack import Proc, free_port, spawn, start_api, start_proxy, start_worker
+from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
 from tests.harness import (
     create_database,
     drop_database,
@@ -111,16 +110,8 @@ def main() -> None:
         for env in (env_api, env_worker):
             env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
             env["REDIS_URL"] = own_redis.url()
-        sink_port = free_port()
-        sink = spawn(
-            "sink",
-            [sys.executable, "-m", "bench.sink", "--port", str(sink_port)],
-            dict(os.environ),
-            log_dir,
-        )
+        sink, sink_url = start_sink(log_dir)
         procs.append(sink)
-        sink_url = f"http://127.0.0.1:{sink_port}"
-        sink.wait_http(sink_url + "/arrivals")
         api_port_http = free_port()
         procs.append(start_api(env_api, api_port_http, log_dir))
         procs.append(start_worker(env_worker, log_dir))

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from cli.stack import Proc, free_port, spawn
 
 arrivals: list[tuple[str, str, float]] = []
 
@@ -27,6 +32,18 @@ async def list_arrivals(request: Request) -> JSONResponse:
 
 
 app = Starlette(routes=[Route("/", receive, methods=["POST"]), Route("/arrivals", list_arrivals)])
+
+
+def start_sink(log_dir: Path) -> tuple[Proc, str]:
+    """The sink in a process of its own on a free loopback port; returns it and its URL."""
+    port = free_port()
+    proc = spawn(
+        "sink", [sys.executable, "-m", "bench.sink", "--port", str(port)], dict(os.environ), log_dir
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_http(url + "/arrivals")
+    return proc, url
+
 
 if __name__ == "__main__":
     import uvicorn

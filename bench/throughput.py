@@ -25,7 +25,6 @@ import functools
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -37,7 +36,8 @@ from typing import Any
 import httpx
 
 from bench.profile import Profiler, summarise
-from cli.stack import Proc, free_port, spawn, start_api, start_proxy, start_worker
+from bench.sink import start_sink
+from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
 from tests.harness import (
     MASTER_KEY,
     create_database,
@@ -440,16 +440,8 @@ def main() -> None:
         # holds a connection only while it is claimed or finished.
         env = platform_env(db + "?pool_size=12&max_overflow=3", "unused", proxy_url)
         env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
-        sink_port = free_port()
-        sink = spawn(
-            "sink",
-            [sys.executable, "-m", "bench.sink", "--port", str(sink_port)],
-            dict(os.environ),
-            log_dir,
-        )
+        sink, sink_url = start_sink(log_dir)
         procs.append(sink)
-        sink_url = f"http://127.0.0.1:{sink_port}"
-        sink.wait_http(sink_url + "/arrivals")
         for mode in MODES:
             stacks[mode] = _start_mode(env, mode, config, log_dir)
         api_url = stacks["proxy"][0]
