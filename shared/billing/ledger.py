@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import CTE, func, insert, literal, select, update
+from sqlalchemy import CTE, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -200,34 +200,69 @@ def team_change(team: Team, *, charge: Decimal, release: Decimal) -> TeamChange:
     return TeamChange(team.id, charge, release, balance, reserved, notified, low)
 
 
-def change_ctes(change: TeamChange, *, job_id: str, note: str) -> list[CTE]:
-    """The writes of `change`, as data-modifying CTEs for one statement (no round trip of their
-    own): the team's row; with a charge, the burn of its grants (earliest expiry first, never
-    expiring last, then oldest: each takes what the grants before it did not cover) and the
-    ledger entry. The caller holds the team's lock, so no one else writes its grants."""
-    ctes: list[CTE] = []
+def change_shape(change: TeamChange) -> int:
+    """Which writes `change` needs: 0 none, 1 the team's row, 2 also the burn of its grants and
+    the ledger entry (a charge)."""
     if change.charge == 0 and change.release == 0:
+        return 0
+    return 1 if change.charge == 0 else 2
+
+
+def change_params(change: TeamChange, *, job_id: str, note: str) -> dict[str, Any]:
+    """The parameters of `change_ctes(change_shape(change))`."""
+    params: dict[str, Any] = {}
+    shape = change_shape(change)
+    if shape == 0:
+        return params
+    params.update(
+        tc_team_id=change.team_id,
+        tc_balance=change.balance,
+        tc_reserved=change.reserved,
+        tc_notified=change.notified,
+    )
+    if shape == 2:
+        params.update(
+            tc_now=clock(),
+            tc_charge=change.charge,
+            tc_amount=-change.charge,
+            tc_job_id=job_id,
+            tc_note=note,
+            tc_created_at=clock(),
+        )
+    return params
+
+
+def change_ctes(shape: int) -> list[CTE]:
+    """The writes of a change of this `shape` (`change_shape`), as data-modifying CTEs for one
+    statement (no round trip of their own), run with `change_params`: the team's row; with a
+    charge, the burn of its grants (earliest expiry first, never expiring last, then oldest:
+    each takes what the grants before it did not cover) and the ledger entry. The caller holds
+    the team's lock, so no one else writes its grants. Built once per shape by the caller."""
+    ctes: list[CTE] = []
+    if shape == 0:
         return ctes
+    teams = Team.__table__.c
     ctes.append(
         update(Team)
-        .where(Team.id == change.team_id)
+        .where(Team.id == bindparam("tc_team_id"))
         .values(
-            credits_balance=change.balance,
-            credits_reserved=change.reserved,
-            low_credits_notified=change.notified,
+            credits_balance=bindparam("tc_balance", type_=teams.credits_balance.type),
+            credits_reserved=bindparam("tc_reserved", type_=teams.credits_reserved.type),
+            low_credits_notified=bindparam("tc_notified", type_=teams.low_credits_notified.type),
         )
         .returning(Team.id)
         .cte("team_change")
     )
-    if change.charge == 0:
+    if shape == 1:
         return ctes
-    now = clock()
+    grants = CreditGrant.__table__.c
+    now = bindparam("tc_now", type_=grants.expires_at.type)
     live = (
         select(
             CreditGrant.id, CreditGrant.remaining, CreditGrant.expires_at, CreditGrant.created_at
         )
         .where(
-            CreditGrant.team_id == change.team_id,
+            CreditGrant.team_id == bindparam("tc_team_id"),
             CreditGrant.remaining > 0,
             (CreditGrant.expires_at.is_(None)) | (CreditGrant.expires_at > now),
         )
@@ -242,7 +277,7 @@ def change_ctes(change: TeamChange, *, job_id: str, note: str) -> list[CTE]:
         0,
     )
     order = select(live.c.id, before.label("before")).cte("burn_order")
-    amount = literal(change.charge, Money)
+    amount = bindparam("tc_charge", type_=Money)
     ctes.append(
         update(CreditGrant)
         .where(CreditGrant.id == order.c.id, order.c.before < amount)
@@ -253,16 +288,17 @@ def change_ctes(change: TeamChange, *, job_id: str, note: str) -> list[CTE]:
         .returning(CreditGrant.id)
         .cte("burnt")
     )
+    entries = CreditEntry.__table__.c
     ctes.append(
         insert(CreditEntry)
         .values(
-            team_id=change.team_id,
+            team_id=bindparam("tc_team_id", type_=entries.team_id.type),
             kind="charge",
-            amount=-change.charge,
-            balance_after=change.balance,
-            job_id=job_id,
-            note=note,
-            created_at=clock(),
+            amount=bindparam("tc_amount", type_=entries.amount.type),
+            balance_after=bindparam("tc_balance", type_=entries.balance_after.type),
+            job_id=bindparam("tc_job_id", type_=entries.job_id.type),
+            note=bindparam("tc_note", type_=entries.note.type),
+            created_at=bindparam("tc_created_at", type_=entries.created_at.type),
         )
         .returning(CreditEntry.id)
         .cte("entry")

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import (
     CTE,
     Date,
+    Integer,
     String,
     bindparam,
     case,
@@ -112,18 +113,25 @@ async def roll_up_jobs(session: AsyncSession, job_ids: list[str], sign: int = 1)
         await session.execute(_ROLL_UP, params)
 
 
-def roll_up_cte(job_id: str, shares: dict[str, Decimal]) -> CTE:
+# The job-end transition's CTE (see `roll_up_cte`): built once.
+_ROLL_UP_CTE = (
+    text(_ROLL_UP_SQL + " RETURNING u.team_id")
+    .bindparams(*_ROLL_UP_PARAMS, bindparam("sign", type_=Integer))
+    .columns(column("team_id"))
+    .cte("rollup")
+)
+
+
+def roll_up_cte() -> CTE:
     """The ending job's usage into the rollup, as a CTE of the statement that ends the job
-    (which writes the calls' `shares` of its charge). The caller holds the team's lock, like
-    every writer of the team's rollup rows."""
-    stmt = text(_ROLL_UP_SQL + " RETURNING u.team_id").bindparams(
-        *_ROLL_UP_PARAMS,
-        ids=[job_id],
-        sign=1,
-        share_ids=list(shares),
-        shares=list(shares.values()),
-    )
-    return stmt.columns(column("team_id")).cte("rollup")
+    (which writes the calls' shares of its charge), run with `roll_up_params`. The caller holds
+    the team's lock, like every writer of the team's rollup rows."""
+    return _ROLL_UP_CTE
+
+
+def roll_up_params(job_id: str, shares: dict[str, Decimal]) -> dict[str, Any]:
+    """The parameters of `roll_up_cte` for the job ending with these `shares` of its charge."""
+    return {"ids": [job_id], "sign": 1, "share_ids": list(shares), "shares": list(shares.values())}
 
 
 def _midnight(dt: datetime) -> bool:

@@ -26,7 +26,18 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CTE, Select, String, bindparam, func, literal, select, text, true, update
+from sqlalchemy import (
+    CTE,
+    Interval,
+    Select,
+    String,
+    bindparam,
+    func,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -34,7 +45,7 @@ from sqlalchemy.orm import aliased
 from shared.billing import budget as budgets
 from shared.billing import ledger
 from shared.billing.budget import settle_calls
-from shared.billing.usage import roll_up_cte
+from shared.billing.usage import roll_up_cte, roll_up_params
 from shared.db import wake
 from shared.jobs.money import price_call, settlement
 from shared.jobs.views import job_out
@@ -118,30 +129,20 @@ class _EndFacts:
     succeeded: list[tuple[str, Decimal | None, int | None]]  # (id, billed_usd, total_tokens)
 
 
-async def _end_facts(
-    session: AsyncSession, job_id: str, team_id: str, *, only_if_done: bool
-) -> _EndFacts | None:
-    """Lock the job's team (the lock order: after the job and budget rows) and read its calls'
-    counts and the succeeded ones; with `only_if_done`, None (and no team lock) while a call of
-    the job is still queued or running.
-
-    The caller holds the job's lock, taken by an earlier statement: this statement's snapshot
-    is taken after it, so it sees every call that another transaction ended and committed
-    before that (each of them locks the job after its call, then commits). A call whose end is
-    not committed yet belongs to a transaction that is waiting for the job's lock, and that one
-    sees this transaction's call ended once it gets the lock."""
+def _end_facts_statement(only_if_done: bool) -> Select[Any]:
+    """`_end_facts`' statement, run with `job_id` and `team_id`; built once per shape."""
     # One index probe before counting every call of a big job: calls start roughly in seq
     # order, so the last one is active until the job's very end.
     live = (
         select(Call.id)
-        .where(Call.job_id == job_id, Call.status.in_(CALL_ACTIVE))
+        .where(Call.job_id == bindparam("job_id"), Call.status.in_(CALL_ACTIVE))
         .order_by(Call.seq.desc())
         .limit(1)
         .scalar_subquery()
     )
     by_status = (
         select(Call.status, func.count().label("n"))
-        .where(Call.job_id == job_id)
+        .where(Call.job_id == bindparam("job_id"))
         .group_by(Call.status)
         .subquery()
     )
@@ -154,20 +155,41 @@ async def _end_facts(
             func.array_agg(aggregate_order_by(Call.billed_usd, Call.seq)).label("billed"),
             func.array_agg(aggregate_order_by(Call.total_tokens, Call.seq)).label("tokens"),
         )
-        .where(Call.job_id == job_id, Call.status == CallStatus.SUCCEEDED)
+        .where(Call.job_id == bindparam("job_id"), Call.status == CallStatus.SUCCEEDED)
         .subquery()
     )
-    reserved = select(Job.credits_reserved).where(Job.id == job_id).scalar_subquery()
+    reserved = select(Job.credits_reserved).where(Job.id == bindparam("job_id")).scalar_subquery()
     stmt = (
         select(Team, reserved, counts, ok.c.ids, ok.c.billed, ok.c.tokens)
         .join(ok, true())
-        .where(Team.id == team_id)
+        .where(Team.id == bindparam("team_id"))
         .with_for_update(of=Team, key_share=True)  # as `ledger.lock_team`: see there
         .execution_options(populate_existing=True)
     )
     if only_if_done:
         stmt = stmt.where(live.is_(None))
-    row = (await session.execute(stmt)).first()
+    return stmt
+
+
+# Built once per shape (see `_CLAIM`).
+_END_FACTS = {flag: _end_facts_statement(flag) for flag in (False, True)}
+
+
+async def _end_facts(
+    session: AsyncSession, job_id: str, team_id: str, *, only_if_done: bool
+) -> _EndFacts | None:
+    """Lock the job's team (the lock order: after the job and budget rows) and read its calls'
+    counts and the succeeded ones; with `only_if_done`, None (and no team lock) while a call of
+    the job is still queued or running.
+
+    The caller holds the job's lock, taken by an earlier statement: this statement's snapshot
+    is taken after it, so it sees every call that another transaction ended and committed
+    before that (each of them locks the job after its call, then commits). A call whose end is
+    not committed yet belongs to a transaction that is waiting for the job's lock, and that one
+    sees this transaction's call ended once it gets the lock."""
+    stmt = _END_FACTS[only_if_done]
+    params = {"job_id": job_id, "team_id": team_id}
+    row = (await session.execute(stmt, params)).first()
     if row is None:
         return None
     team, job_reserved, by, ids, billed, tokens = row
@@ -189,11 +211,13 @@ def _outcome(counts: dict[str, int]) -> tuple[JobStatus, dict[str, Any] | None]:
     return JobStatus.CANCELLED, None
 
 
-def _shares(shares: dict[str, Decimal]) -> CTE:
-    """Each charged call's share of the job's charge, as a CTE of the statement ending it."""
+def _shares() -> CTE:
+    """Each charged call's share of the job's charge (`given_ids`, `given_shares`), as a CTE of
+    the statement ending it."""
     given = (
         func.unnest(
-            literal(list(shares), ARRAY(String)), literal(list(shares.values()), ARRAY(Money))
+            bindparam("given_ids", type_=ARRAY(String)),
+            bindparam("given_shares", type_=ARRAY(Money)),
         )
         .table_valued("id", "share")
         .render_derived(name="given")
@@ -205,6 +229,43 @@ def _shares(shares: dict[str, Decimal]) -> CTE:
         .returning(Call.id)
         .cte("shares")
     )
+
+
+_JOBS = Job.__table__.c
+
+
+def _end_statement(change_shape: int, with_shares: bool) -> Any:
+    """`_end`'s statement for a team change of this shape (`ledger.change_shape`) and with or
+    without charge shares; built once per shape (`_END`)."""
+    stmt = (
+        update(Job)
+        .where(Job.id == bindparam("end_job_id"))
+        .values(
+            status=bindparam("end_status", type_=_JOBS.status.type),
+            error=bindparam("end_error", type_=_JOBS.error.type),
+            finished_at=func.now(),
+            expires_at=None,
+            credits_reserved=0,
+            credits_charged=bindparam("end_charge", type_=_JOBS.credits_charged.type),
+        )
+        .returning(Job)
+        .execution_options(populate_existing=True)
+    )
+    ctes = ledger.change_ctes(change_shape)
+    if with_shares:
+        ctes.append(_shares())
+    # Last: it reads the calls as they were before this statement, and the shares from
+    # parameters (a statement cannot see its own writes).
+    ctes.append(roll_up_cte())
+    return stmt.add_cte(*ctes)
+
+
+# Built once per shape (see `_CLAIM`).
+_END = {
+    (shape, shares): _end_statement(shape, shares)
+    for shape in (0, 1, 2)
+    for shares in (False, True)
+}
 
 
 async def _end(
@@ -219,28 +280,19 @@ async def _end(
     the grants it burns) and its usage rollup, and returns the job; then the hooks."""
     settled = settlement(facts.team, status, facts.succeeded)
     change = ledger.team_change(facts.team, charge=settled.charge, release=facts.job_reserved)
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id)
-        .values(
-            status=status,
-            error=error,
-            finished_at=func.now(),
-            expires_at=None,
-            credits_reserved=0,
-            credits_charged=settled.charge,
-        )
-        .returning(Job)
-        .execution_options(populate_existing=True)
-    )
-    ctes = ledger.change_ctes(change, job_id=job_id, note="job succeeded")
+    stmt = _END[ledger.change_shape(change), bool(settled.shares)]
+    params: dict[str, Any] = {
+        "end_job_id": job_id,
+        "end_status": status,
+        "end_error": error,
+        "end_charge": settled.charge,
+        **ledger.change_params(change, job_id=job_id, note="job succeeded"),
+        **roll_up_params(job_id, settled.shares),
+    }
     if settled.shares:
-        ctes.append(_shares(settled.shares))
-    # Last: it reads the calls as they were before this statement, and the shares from
-    # parameters (a statement cannot see its own writes).
-    ctes.append(roll_up_cte(job_id, settled.shares))
-    stmt = stmt.add_cte(*ctes)
-    job = (await session.execute(stmt)).scalar_one()
+        params["given_ids"] = list(settled.shares)
+        params["given_shares"] = list(settled.shares.values())
+    job: Job = (await session.execute(stmt, params)).scalar_one()
     await ledger.applied(session, facts.team, change)
     ended = EndedJob(job, facts.counts)
     for hook in JOB_END_HOOKS:
@@ -349,18 +401,19 @@ async def _check_team(session: AsyncSession, call_id: str, gate: TeamGate | None
     return True
 
 
-def _claim_statement(call_id: str, lease_seconds: float) -> Select[Call, datetime | None, Team]:
+def _claim_statement() -> Select[Call, datetime | None, Team]:
     """One statement: the call marked running, its job started, and the call, its job's
-    deadline and its team's row returned."""
+    deadline and its team's row returned. Built once (`_CLAIM`), run with `call_id` and
+    `lease` (a timedelta)."""
     job_runs = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_RUNNABLE)).exists()
     claimed = (
         update(Call)
-        .where(Call.id == call_id, Call.status == CallStatus.QUEUED, job_runs)
+        .where(Call.id == bindparam("call_id"), Call.status == CallStatus.QUEUED, job_runs)
         .values(
             status=CallStatus.RUNNING,
             attempts=Call.attempts + 1,
             started_at=func.coalesce(Call.started_at, func.now()),
-            lease_until=func.now() + timedelta(seconds=lease_seconds),
+            lease_until=func.now() + bindparam("lease", type_=Interval),
             next_attempt_at=None,
         )
         .returning(*Call.__table__.c)
@@ -390,6 +443,10 @@ def _claim_statement(call_id: str, lease_seconds: float) -> Select[Call, datetim
     )
 
 
+# Built once: building it is most of a claim's CPU, and SQLAlchemy memoises its cache key.
+_CLAIM = _claim_statement()
+
+
 async def claim(
     session: AsyncSession, call_id: str, lease_seconds: float, gate: TeamGate | None = None
 ) -> Claim | None:
@@ -400,7 +457,8 @@ async def claim(
     Raises `TeamBusy` when the team's in-flight limit is reached (the caller tries later)."""
     if not await _check_team(session, call_id, gate):
         return None
-    row = (await session.execute(_claim_statement(call_id, lease_seconds))).first()
+    params = {"call_id": call_id, "lease": timedelta(seconds=lease_seconds)}
+    row = (await session.execute(_CLAIM, params)).first()
     if row is None:
         # A call added while its job was being cancelled or expired never runs; one of a paused
         # job stays queued.
