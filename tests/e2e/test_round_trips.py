@@ -20,7 +20,7 @@ import pytest
 
 from cli.stack import Proc, free_port, start_api, start_worker
 from tests.conftest import TERMINAL, base_env
-from tests.harness import MASTER_KEY, create_database, drop_database, wait_until
+from tests.harness import create_database, drop_database, new_team_key, wait_until
 from tests.pgwire import WireCounter
 
 JOBS = 12
@@ -84,15 +84,9 @@ def counted(proxy: str, log_dir: Path) -> Iterator[Counted]:
         )
         procs.append(start_worker(worker_env, log_dir, "w-rt"))
         base = f"http://127.0.0.1:{port}"
-        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
-        team = "rt-" + tag
-        httpx.post(
-            base + "/api/admin/teams", json={"team_id": team, "name": team}, headers=admin
-        ).raise_for_status()
-        key = httpx.post(base + f"/api/admin/teams/{team}/keys", json={}, headers=admin)
-        key.raise_for_status()
+        key = new_team_key(base, "rt-")
         with httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {key.json()['key']}"}, timeout=30
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
             yield Counted(client, db, api_wire, worker_wire)
     finally:
