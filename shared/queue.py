@@ -7,12 +7,14 @@ pickle, so that tasks queued by one release can be read by the next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Retry as RetryTask
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import SSLConnection
@@ -28,6 +30,7 @@ Queue = ArqRedis  # the queue client type, for modules that must not import arq 
 RUN_CALL = "run_call"
 DELIVER_EVENT = "deliver_event"
 CANCEL_CHANNEL_SUFFIX = ":cancel"
+WAKE_CHANNEL_SUFFIX = ":wake"
 
 
 def serialize(data: dict[str, Any]) -> bytes:
@@ -80,14 +83,95 @@ async def create_queue(settings: Settings, *, retry_attempts: int | None = None)
     )
 
 
+class LongPollQueue(ArqRedis):
+    """The worker's queue client: its queue reads wait for new entries instead of arq's poll.
+
+    arq's worker reads its queue (ZRANGEBYSCORE) once per poll and sleeps between reads, so a
+    new entry waited half of `WORKER_POLL_DELAY_SECONDS` on average before it started. For the
+    queues that `listen` registered, a read here returns at once only the entries it has not
+    returned before (an entry queued again, by a retry, has a new score and counts as new).
+    When there are none it waits for `wake`, which the worker calls for each message on the
+    wake channel (whoever enqueues publishes there: `wake_workers`), and reads again. At least
+    every `wait_seconds` a read returns everything that is due, as arq's own poll did: entries
+    whose worker died, and any that a worker could not start. The worker's arq poll delay is
+    therefore short (`LOOP_SECONDS`): it is only the pause between a read and the next.
+
+    So an entry starts a moment after it is enqueued; an idle worker still reads once per
+    `wait_seconds`; the entries already running are checked (three Redis round trips each, by
+    arq) no more often than before. A lost wake-up (Redis restarting, the listener
+    reconnecting) costs no more than the poll it replaces."""
+
+    # arq's poll delay for a worker on this client.
+    LOOP_SECONDS = 0.005
+
+    def __init__(self, *args: Any, wait_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait_seconds = wait_seconds
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._returned: dict[str, set[tuple[bytes, float]]] = {}
+        self._everything_at: dict[str, float] = {}
+
+    def listen(self, queue_name: str) -> None:
+        """Make the reads of `queue_name` wait for new entries."""
+        self._wakes.setdefault(queue_name, asyncio.Event())
+
+    def wake(self, queue_name: str) -> None:
+        """`queue_name` has new entries: end the wait of its read, if one is waiting."""
+        event = self._wakes.get(queue_name)
+        if event is not None:
+            event.set()
+
+    async def zrangebyscore(  # type: ignore[override]
+        self,
+        name: str,
+        min: float | str,
+        max: float | str,
+        start: int | None = None,
+        num: int | None = None,
+        withscores: bool = False,
+        score_cast_func: Any = float,
+    ) -> Any:
+        event = self._wakes.get(name) if isinstance(name, str) and not withscores else None
+        if event is None:
+            return await super().zrangebyscore(
+                name, min, max, start, num, withscores, score_cast_func
+            )
+        loop = asyncio.get_running_loop()
+        due = self._everything_at.get(name, 0.0) + self.wait_seconds
+        while True:
+            if not event.is_set() and name in self._returned:
+                # Nothing was enqueued since the last read: wait for that, or for the next
+                # read of everything.
+                left = due - loop.time()  # (`max` is arq's argument here)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), left if left > 0 else 0.0)
+            event.clear()  # before the read: a wake-up that comes during it is not missed
+            # `max` was "now" when arq asked; an entry queued since is scored after that.
+            found = await super().zrangebyscore(name, min, timestamp_ms(), start, num, True)
+            if loop.time() >= due:
+                self._returned[name] = set(found)
+                self._everything_at[name] = loop.time()
+                return [entry for entry, _ in found]
+            returned = self._returned.setdefault(name, set())
+            new = [item for item in found if item not in returned]
+            if new:
+                returned.update(new)
+                return [entry for entry, _ in new]
+
+
 def open_queue(
-    settings: Settings, *, retry_attempts: int | None = None, bounded: bool = False
+    settings: Settings,
+    *,
+    retry_attempts: int | None = None,
+    bounded: bool = False,
+    long_poll: bool = False,
 ) -> ArqRedis:
     """A queue client that connects on first use instead of at once, so that a process (the API)
     starts while Redis is down; its commands then fail until Redis is back.
 
     `bounded` (the API): at most REDIS_MAX_CONNECTIONS connections; a command waits up to
-    REDIS_POOL_TIMEOUT_SECONDS for a free one, then raises PoolExhausted (a 503)."""
+    REDIS_POOL_TIMEOUT_SECONDS for a free one, then raises PoolExhausted (a 503).
+    `long_poll` (the worker): a `LongPollQueue`, whose empty queue reads wait for a wake-up."""
     rs = redis_settings(settings, retry_attempts=retry_attempts)
     options: dict[str, Any] = {
         "host": rs.host,
@@ -115,6 +199,16 @@ def open_queue(
                 **options,
             )
         )
+    elif long_poll:
+        pool = LongPollQueue(
+            **options,
+            ssl=rs.ssl,
+            ssl_cert_reqs=rs.ssl_cert_reqs,
+            ssl_ca_certs=rs.ssl_ca_certs,
+            ssl_check_hostname=rs.ssl_check_hostname,
+            max_connections=rs.max_connections,
+            wait_seconds=settings.worker_poll_delay_seconds,
+        )
     else:
         pool = ArqRedis(
             **options,
@@ -134,6 +228,21 @@ def cancel_channel(settings: Settings) -> str:
     return settings.worker_queue_name + CANCEL_CHANNEL_SUFFIX
 
 
+def wake_channel(queue: ArqRedis) -> str:
+    """Where enqueuers tell the workers that a queue has new entries (the message is the
+    queue's name); one channel per deployment, named after its calls' queue."""
+    return queue.default_queue_name + WAKE_CHANNEL_SUFFIX
+
+
+async def wake_workers(queue: ArqRedis, queue_name: str | None = None) -> None:
+    """Wake the workers reading `queue_name` (default: the calls' queue); best effort, as
+    they also poll."""
+    try:
+        await queue.publish(wake_channel(queue), queue_name or queue.default_queue_name)
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        pass
+
+
 def retry_later(job_try: int) -> NoReturn:
     """Ask arq to run the current task again after a short, growing, jittered delay."""
     raise RetryTask(defer=backoff(job_try, base=0.1, cap=2.0))
@@ -149,13 +258,22 @@ def call_task_id(call_id: str, attempts: int) -> str:
     return f"call:{call_id}:{attempts}"
 
 
-async def enqueue_call(
+async def _enqueue_call(
     queue: ArqRedis, call_id: str, *, attempts: int = 0, defer_by: float | None = None
 ) -> None:
-    """Queue one call; the call row decides whether it still needs running."""
     await queue.enqueue_job(
         RUN_CALL, call_id, _job_id=call_task_id(call_id, attempts), _defer_by=defer_by
     )
+
+
+async def enqueue_call(
+    queue: ArqRedis, call_id: str, *, attempts: int = 0, defer_by: float | None = None
+) -> None:
+    """Queue one call (and wake the workers, unless it is deferred); the call row decides
+    whether it still needs running."""
+    await _enqueue_call(queue, call_id, attempts=attempts, defer_by=defer_by)
+    if not defer_by:
+        await wake_workers(queue)
 
 
 async def enqueue_call_again(queue: ArqRedis, call_id: str) -> None:
@@ -163,6 +281,7 @@ async def enqueue_call_again(queue: ArqRedis, call_id: str) -> None:
     progress, running another call for the fair claim, and may stay so for that call's whole
     latency)."""
     await queue.enqueue_job(RUN_CALL, call_id, _job_id=f"call:{call_id}:again:{uuid.uuid4().hex}")
+    await wake_workers(queue)
 
 
 async def missing_call_tasks(
@@ -179,10 +298,12 @@ async def missing_call_tasks(
 
 
 async def enqueue_calls(queue: ArqRedis, call_ids: list[str]) -> None:
-    """Queue many new calls, a hundred round trips at a time."""
+    """Queue many new calls, a hundred round trips at a time, waking the workers after each
+    hundred."""
     for start in range(0, len(call_ids), 100):
         chunk = call_ids[start : start + 100]
-        await asyncio.gather(*(enqueue_call(queue, call_id) for call_id in chunk))
+        await asyncio.gather(*(_enqueue_call(queue, call_id) for call_id in chunk))
+        await wake_workers(queue)
 
 
 def delivery_task_id(delivery_id: str, attempts: int) -> str:
@@ -212,6 +333,8 @@ async def enqueue_delivery(
         _defer_by=defer_by,
         _queue_name=webhook_queue_name(settings),
     )
+    if not defer_by:
+        await wake_workers(queue, webhook_queue_name(settings))
 
 
 def job_channel(settings: Settings, job_id: str) -> str:

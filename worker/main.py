@@ -22,10 +22,13 @@ from shared.llm.runner import abort_calls, keep_leases
 from shared.queue import (
     DELIVER_EVENT,
     RUN_CALL,
+    LongPollQueue,
     cancel_channel,
     deserialize,
+    open_queue,
     redis_settings,
     serialize,
+    wake_channel,
     webhook_queue_name,
 )
 from shared.retry import forever
@@ -47,13 +50,19 @@ install_clock(settings)  # BILLING_CLOCK_FILE, development and tests only
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _listen_for_cancels(rt: Runtime) -> None:
-    """Abort in-flight provider requests of calls that were cancelled through the API."""
+async def _listen(rt: Runtime, queue: LongPollQueue) -> None:
+    """Wake the queue reads on the wake channel's messages, and abort in-flight provider
+    requests of calls that were cancelled through the API."""
     pubsub = rt.queue.pubsub()
+    wakes, cancels = wake_channel(queue), cancel_channel(rt.settings)
     try:
-        await pubsub.subscribe(cancel_channel(rt.settings))
+        await pubsub.subscribe(wakes, cancels)
         async for message in pubsub.listen():
             if message.get("type") != "message":
+                continue
+            channel = _text(message["channel"])
+            if channel == wakes:
+                queue.wake(_text(message["data"]))
                 continue
             aborted = abort_calls(rt, json.loads(message["data"]))
             if aborted:
@@ -63,6 +72,10 @@ async def _listen_for_cancels(rt: Runtime) -> None:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     logs.configure("DEBUG" if settings.debug else "INFO", secrets=settings.secret_values())
     # Room for every call and every webhook delivery in flight at once.
@@ -70,7 +83,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         max_connections=settings.worker_max_jobs + settings.webhook_max_concurrency + 10,
         max_keepalive_connections=100,
     )
-    queue: ArqRedis = ctx["redis"]
+    queue: LongPollQueue = ctx["redis"]
+    queue.listen(settings.worker_queue_name)
+    queue.listen(webhook_queue_name(settings))
     rt = build_runtime(
         settings,
         queue,
@@ -81,8 +96,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     # Webhooks have their own resolver and connection pools, apart from the proxy's.
     ctx["webhook_sender"] = WebhookSender(settings)
     await health.start(ctx, settings, rt.http)  # refuses a key the proxy rejects
-    ctx["cancel_listener"] = asyncio.create_task(
-        forever(lambda: _listen_for_cancels(rt), name="cancel listener")
+    ctx["listener"] = asyncio.create_task(
+        forever(lambda: _listen(rt, queue), name="wake and cancel listener")
     )
     ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(rt))
     ctx["lease_keeper"] = asyncio.create_task(forever(lambda: keep_leases(rt), name="lease keeper"))
@@ -114,7 +129,7 @@ def webhook_worker(queue: ArqRedis, rt: Runtime, sender: WebhookSender) -> Worke
         ctx={"deps": rt, "webhook_sender": sender},
         handle_signals=False,
         max_jobs=settings.webhook_max_concurrency,
-        poll_delay=settings.worker_poll_delay_seconds,
+        poll_delay=min(LongPollQueue.LOOP_SECONDS, settings.worker_poll_delay_seconds),
         keep_result=0,
         max_tries=10_000,
         job_timeout=int(settings.webhook_timeout_seconds + 60),
@@ -152,7 +167,7 @@ async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     await health.stop(ctx)
     await _stop_webhook_worker(ctx)
-    for name in ("cancel_listener", "webhook_sweeper", "lease_keeper"):
+    for name in ("listener", "webhook_sweeper", "lease_keeper"):
         background: asyncio.Task[None] | None = ctx.get(name)
         if background is not None:
             background.cancel()
@@ -199,10 +214,15 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     on_job_start = health.job_started
+    # The queue client is ours (arq would make a plain one from `redis_settings`, which
+    # `arq --check` still uses): its empty reads wait for a wake-up (`LongPollQueue`).
     redis_settings = redis_settings(settings)
+    redis_pool = open_queue(settings, long_poll=True)
     queue_name = settings.worker_queue_name
     max_jobs = settings.worker_max_jobs
-    poll_delay = settings.worker_poll_delay_seconds
+    # The reads themselves wait for new entries, up to WORKER_POLL_DELAY_SECONDS (see
+    # `LongPollQueue`): arq's delay is only the pause between one read and the next.
+    poll_delay = min(LongPollQueue.LOOP_SECONDS, settings.worker_poll_delay_seconds)
     job_timeout = int(settings.worker_call_timeout_seconds + 60)
     keep_result = 0
     # Tries are spent only by "team busy" retries and shutdowns; failures are handled in the task.
