@@ -70,6 +70,11 @@ async def _listen(rt: Runtime, queue: LongPollQueue) -> None:
     finally:
         with contextlib.suppress(Exception):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+        # The listener's connection broke, so Redis went away: the idle pooled connections
+        # are dead too. Closed now, each reconnects when next used; used as they are, the
+        # first WATCH on one (arq's start of a task) would fail and stop the worker.
+        with contextlib.suppress(Exception):
+            await queue.connection_pool.disconnect(inuse_connections=False)
 
 
 def _text(value: bytes | str) -> str:
