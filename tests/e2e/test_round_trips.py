@@ -101,13 +101,20 @@ def _report(wire: WireCounter, n: int) -> str:
     return "\n".join(f"{c / n:5.2f}  {sql}" for sql, c in wire.statements.most_common(30))
 
 
+def _work(wire: WireCounter) -> int:
+    """Round trips less the idle pings: a connection idle for over a second is pinged at
+    checkout (BEGIN, `;`, ROLLBACK: `shared.db.ping_when_idle`), which depends on how long the
+    job before took on this machine, not on the code."""
+    return wire.round_trips - 3 * wire.statements[";"]
+
+
 def test_a_one_call_job_costs_a_bounded_number_of_round_trips(counted: Counted) -> None:
     for i in range(3):  # warm: pools, prepared statements, the model list, the key cache
         counted.run_job(i)
     counted.api.reset()
     counted.worker.reset()
     ids = [counted.run_job(i) for i in range(JOBS)]
-    api, worker = counted.api.round_trips / JOBS, counted.worker.round_trips / JOBS
+    api, worker = _work(counted.api) / JOBS, _work(counted.worker) / JOBS
     print(f"\nround trips per one-call job: API submit {api:.1f}, worker {worker:.1f}")
     assert api <= API_SUBMIT_MAX, _report(counted.api, JOBS)
     assert worker <= WORKER_PER_JOB_MAX, _report(counted.worker, JOBS)
@@ -116,12 +123,12 @@ def test_a_one_call_job_costs_a_bounded_number_of_round_trips(counted: Counted) 
     for job_id in ids:
         r = counted.client.get(f"/api/jobs/{job_id}")
         assert r.status_code == 200 and r.json()["status"] == "succeeded"
-    get = counted.api.round_trips / JOBS
+    get = _work(counted.api) / JOBS
     counted.api.reset()
     for _ in ids:
         page = counted.client.get("/api/jobs", params={"limit": 20})
         assert page.status_code == 200 and len(page.json()["data"]) == JOBS + 3
-    listed = counted.api.round_trips / JOBS
+    listed = _work(counted.api) / JOBS
     print(f"round trips per read: GET job {get:.1f}, list page {listed:.1f}")
     assert get <= API_READ_MAX, _report(counted.api, JOBS)
     assert listed <= API_READ_MAX, _report(counted.api, JOBS)

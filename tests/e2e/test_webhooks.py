@@ -354,10 +354,15 @@ class _ProbingQueue:
     """Stands in for Redis: on each enqueue, checks from another connection that the delivery
     row is not locked, and counts the sweep's pooled connections still checked out."""
 
+    default_queue_name = "saas-llm-probe"
+
     def __init__(self, database_url: str, pool_checked_out: Callable[[], int]) -> None:
         self.database_url = database_url
         self.pool_checked_out = pool_checked_out
         self.calls: list[tuple[str, str, int, bool]] = []
+
+    async def publish(self, channel: str, message: str) -> int:
+        return 0  # the workers' wake-up after each enqueue: no worker listens here
 
     async def enqueue_job(self, function: str, delivery_id: str, **options: Any) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
