@@ -143,11 +143,17 @@ async def transaction(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]
 
 @asynccontextmanager
 async def autocommit(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]:
-    """A unit of work that is one statement: each statement commits on its own, so no BEGIN or
-    COMMIT round trip (a single statement is atomic by itself). No after-commit work here."""
+    """A unit of work of single statements: each commits on its own, so no BEGIN or COMMIT
+    round trip (a single statement is atomic by itself). The after-commit work registered runs
+    at the end, on success (every statement is committed by then)."""
     async with sessionmaker() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        yield session
+        try:
+            yield session
+        except BaseException:
+            discard_after_commit(session)
+            raise
+    await run_after_commit(session)
 
 
 def waker_info(**wakers: Callable[[str], Awaitable[None]]) -> dict[str, Any]:

@@ -21,7 +21,10 @@ limit, so the claim need not): a loose index scan of `ix_calls_queued_fair` (one
 with queued calls), one count of running calls per such team (`ix_calls_team_id_running`) and
 one index probe for each team's next call. A team whose oldest queued calls belong to paused jobs
 makes its probe walk past them. The claim is then one more statement (`claim`), or three for a
-team with `max_calls_in_flight` (its lock and count come first); a swap adds `NEXT`.
+team with `max_calls_in_flight` (its lock and count come first); a swap adds `NEXT`. When
+the claim is that one statement (`Choice.one_statement`: no swap, no in-flight limit, no budget
+to reserve), the runner runs both statements without a transaction (no BEGIN or COMMIT round
+trip): `CHOOSE` takes no lock, and the claim is a guarded UPDATE, atomic on its own.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ assert {str(s) for s in JOB_RUNNABLE} == {"open", "queued", "running"}
 CHOOSE = text(
     """
 WITH RECURSIVE own AS (
-    SELECT c.team_id, c.priority, t.status, t.max_calls_in_flight AS lim
+    SELECT c.team_id, c.priority, t.status, t.max_calls_in_flight AS lim,
+           t.budget_usd IS NOT NULL AS budgeted
     FROM calls c JOIN teams t ON t.id = c.team_id
     WHERE c.id = :id AND c.status = 'queued'
 ), queued(team_id) AS (
@@ -78,7 +82,8 @@ WITH RECURSIVE own AS (
     WHERE n.lim IS NULL OR n.running < n.lim
 )
 SELECT own.team_id AS own_team, own.priority AS own_priority, own.status AS own_status,
-       own.lim AS own_lim, fair.team_id, fair.lim, fair.running, fair.priority, fair.created_at
+       own.lim AS own_lim, own.budgeted AS own_budgeted,
+       fair.team_id, fair.lim, fair.running, fair.priority, fair.created_at
 FROM own LEFT JOIN fair ON true
 """
 )
@@ -115,23 +120,37 @@ class Choice:
 
     own: TeamGate | None
     instead: TeamGate | None = None
+    budgeted: bool = False  # the own call's team has a budget (its claim reserves)
+
+    @property
+    def one_statement(self) -> bool:
+        """True when claiming this entry is one statement (its own call, a team without an
+        in-flight limit or a budget): it needs no transaction of its own (`claim_fair`)."""
+        return (
+            self.own is not None
+            and self.instead is None
+            and self.own.max_calls_in_flight is None
+            and not self.budgeted
+        )
 
 
 def _pick(rows: Sequence[Row[Any]]) -> Choice:
     first = rows[0]
     own = TeamGate(first.own_team, first.own_status, first.own_lim)
+    budgeted = bool(first.own_budgeted)
     teams = [row for row in rows if row.team_id is not None]
     if not teams:
-        return Choice(own)
+        return Choice(own, budgeted=budgeted)
     fewest = min(row.running for row in teams)
     mine = next((row for row in teams if row.team_id == own.team_id), None)
     if mine is not None and mine.running == fewest:
         if first.own_priority <= mine.priority:
-            return Choice(own)  # the fair choice is this very call (or one as good)
+            # The fair choice is this very call (or one as good).
+            return Choice(own, budgeted=budgeted)
         pick = mine
     else:
         pick = min((row for row in teams if row.running == fewest), key=lambda row: row.created_at)
-    return Choice(own, TeamGate(pick.team_id, "active", pick.lim))
+    return Choice(own, TeamGate(pick.team_id, "active", pick.lim), budgeted)
 
 
 async def choose(session: AsyncSession, call_id: str) -> Choice:
@@ -140,12 +159,17 @@ async def choose(session: AsyncSession, call_id: str) -> Choice:
     return _pick(rows) if rows else Choice(None)
 
 
-async def claim_fair(session: AsyncSession, call_id: str, lease_seconds: float) -> Claimed:
-    """Claim the fair choice for the queue entry of `call_id` (see the module's docstring).
+async def claim_fair(
+    session: AsyncSession, call_id: str, lease_seconds: float, choice: Choice | None = None
+) -> Claimed:
+    """Claim the fair choice for the queue entry of `call_id` (see the module's docstring);
+    `choice`: `choose`'s answer when the caller already has it (read in any transaction: it
+    takes no lock, and the claim re-checks every condition it relies on).
 
     Raises `TeamBusy` as `claim_call` does, when the entry's own call is to run and its team is
     at its in-flight limit."""
-    choice = await choose(session, call_id)
+    if choice is None:
+        choice = await choose(session, call_id)
     if choice.own is None:
         return Claimed(None)  # not queued any more: the entry is dropped
     if choice.instead is not None:

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import classify_db_error, transaction
-from shared.jobs.fairness import claim_fair
+from shared.db import autocommit, classify_db_error, transaction
+from shared.jobs.fairness import choose, claim_fair
 from shared.jobs.lifecycle import (
     CallOutcome,
     TeamBusy,
@@ -92,17 +92,26 @@ async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
     lease = settings.worker_lease_seconds
     swapped = False
     try:
-        async with transaction(rt.sessionmaker) as session:
-            claimed = await claim_fair(session, call_id, lease)
-            call, swapped, deadline = claimed.call, claimed.swapped, claimed.deadline
-            cache = None
-            if call is not None:
-                # The team's row came back with the claim: neither step selects it again.
-                refused = await reserve_for_call(session, call, claimed.team)
-                if refused is not None:
-                    return await _refused(session, call, refused), swapped
-                if claimed.team is not None:
-                    cache = cache_policy(claimed.team, settings.cache_default_ttl_seconds)
+        # The fair choice takes no lock: it needs no transaction, nor does the claim when it is
+        # one statement (the common case), which saves the BEGIN and COMMIT round trips.
+        async with autocommit(rt.sessionmaker) as session:
+            choice = await choose(session, call_id)
+            claimed = None
+            if choice.own is None or choice.one_statement:
+                claimed = await claim_fair(session, call_id, lease, choice)
+        if claimed is None or (claimed.team is not None and claimed.team.budget_usd is not None):
+            async with transaction(rt.sessionmaker) as session:
+                # A budget set since the choice is reserved here, still before the request.
+                claimed = claimed or await claim_fair(session, call_id, lease, choice)
+                if claimed.call is not None:
+                    # The team's row came back with the claim: neither step selects it again.
+                    refused = await reserve_for_call(session, claimed.call, claimed.team)
+                    if refused is not None:
+                        return await _refused(session, claimed.call, refused), claimed.swapped
+        call, swapped, deadline = claimed.call, claimed.swapped, claimed.deadline
+        cache = None
+        if call is not None and claimed.team is not None:
+            cache = cache_policy(claimed.team, settings.cache_default_ttl_seconds)
     except TeamBusy:
         return "busy", False
     if call is None:
