@@ -23,7 +23,9 @@ from shared.teams.service import KEY_PREFIX_LENGTH, TOUCH_EVERY, TeamService, ha
 log = logging.getLogger("saas_llm.api")
 
 
-def get_state(request: Request) -> Runtime:
+async def get_state(request: Request) -> Runtime:
+    # `async`: FastAPI runs a plain `def` dependency in a worker thread, which cost every
+    # request a thread hand-off (about a tenth of the API's CPU per submission).
     state: Runtime = request.app.state.saas
     return state
 

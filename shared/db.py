@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 
 from shared.config import DatabaseURL, Settings
 
@@ -40,6 +41,7 @@ AfterCommit = Callable[[], Awaitable[None]]
 # Bounded: a frozen Redis must not hold an answer; the rows are already durable by then.
 AFTER_COMMIT_TIMEOUT = 5.0
 _HOOKS = "after_commit"
+_CONNECTED = "connected_transaction"
 # A pooled connection idle for longer than this is pinged before it is handed out.
 IDLE_PING_SECONDS = 1.0
 
@@ -154,6 +156,27 @@ async def autocommit(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]:
             discard_after_commit(session)
             raise
     await run_after_commit(session)
+
+
+@event.listens_for(Session, "after_begin")
+def _connected(session: Session, transaction: SessionTransaction, connection: Any) -> None:
+    # Which transaction of the session holds a connection (has run a statement): see
+    # `last_statement_alone`.
+    session.info[_CONNECTED] = transaction
+
+
+async def last_statement_alone(session: AsyncSession) -> bool:
+    """If this session has run no statement yet, make it autocommit, for a unit of work whose
+    next statement is its only one (atomic by itself): no BEGIN or COMMIT round trip. False,
+    and nothing changes, once a statement has run (the transaction is then already open).
+
+    The caller promises that no other statement follows; its after-commit work still runs at
+    `commit`, now after that statement."""
+    current = session.sync_session.get_transaction()
+    if current is not None and session.info.get(_CONNECTED) is current:
+        return False
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True
 
 
 def waker_info(**wakers: Callable[[str], Awaitable[None]]) -> dict[str, Any]:

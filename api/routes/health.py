@@ -75,7 +75,7 @@ async def ready(state: StateDep) -> JSONResponse:
     )
 
 
-def metrics_auth(state: StateDep, authorization: str | None = Header(default=None)) -> None:
+async def metrics_auth(state: StateDep, authorization: str | None = Header(default=None)) -> None:
     """`Authorization: Bearer <METRICS_TOKEN>`; without a token set, open only in development."""
     token = state.settings.metrics_token
     if not token:

@@ -36,7 +36,7 @@ from shared.jobs.service import JobService
 from shared.jobs.views import call_out, job_out
 from shared.models import CALL_TERMINAL, Call, CallStatus, JobStatus, Priority
 from shared.money import money_str
-from shared.queue import enqueue_calls
+from shared.queue import enqueue_new_calls
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -94,7 +94,7 @@ _URL = TypeAdapter(AnyHttpUrl)
 
 async def _enqueue_later(state: Runtime, call_ids: list[str]) -> None:
     try:
-        await enqueue_calls(state.queue, call_ids)
+        await enqueue_new_calls(state.queue, call_ids)
     except Exception:
         log.exception("enqueueing a JSONL job failed; the reconciler will enqueue its calls")
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from shared.billing.periods import created_stamp
-from shared.db import after_commit
+from shared.db import after_commit, last_statement_alone
 from shared.errors import BadRequest, Conflict, IdempotencyConflict, NotFound
 from shared.ids import new_id
 from shared.jobs.admission import Admission, reject_nul
@@ -41,7 +41,7 @@ from shared.models import (
     Priority,
     Team,
 )
-from shared.queue import enqueue_call, enqueue_calls, publish_cancel
+from shared.queue import enqueue_call, enqueue_new_calls, publish_cancel
 from shared.runtime import Runtime
 
 
@@ -101,7 +101,7 @@ class JobService:
             return None  # no key: nothing to replay, and no need to hash the payload
         return await self._idempotent(team, key, request_hash(data.model_dump(mode="json")))
 
-    async def _idempotent(self, team: Team, key: str | None, digest: str) -> Job | None:
+    async def _idempotent(self, team: Team, key: str | None, digest: str | None) -> Job | None:
         if key is None:
             return None
         existing = await self.repo.by_idempotency_key(team.id, key)
@@ -124,7 +124,8 @@ class JobService:
     ) -> Submitted:
         """Create a job and all its calls, queued (enqueued once the transaction commits)."""
         payload = data.model_dump(mode="json")
-        digest = request_hash(payload)
+        # The hash only ever answers a repeat under the same key: without one, none is stored.
+        digest = request_hash(payload) if idempotency_key is not None else None
         if (existing := await self._idempotent(team, idempotency_key, digest)) is not None:
             return Submitted(existing, [], created=False)
         reject_nul(payload)
@@ -170,6 +171,10 @@ class JobService:
             max_billed_usd=[w.billed_usd for w in money.worst],
             priority=data.priority.rank,
         )
+        if idempotency_key is None and not money.pause_reason:
+            # Then the insert is the request's last statement (no conflict to settle, no pause
+            # to record); if admission ran none (no credits held, no budget), it is the only one.
+            await last_statement_alone(self.session)
         row = await self.repo.insert_batch(job_values, calls)
         if row is None:
             # A concurrent request with the same Idempotency-Key won the race (ON CONFLICT DO
@@ -188,7 +193,7 @@ class JobService:
             await record_job_paused(self.session, job)
         else:
             queue = self.rt.queue
-            after_commit(self.session, lambda: enqueue_calls(queue, call_ids))
+            after_commit(self.session, lambda: enqueue_new_calls(queue, call_ids))
         return Submitted(job, call_ids, created=True)
 
     async def create_step(self, team: Team, data: StepJobCreate) -> Job:

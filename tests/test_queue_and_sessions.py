@@ -1,0 +1,105 @@
+"""`enqueue_new_calls` writes the queue entries arq's `enqueue_job` writes (one round trip per
+batch instead of three per call), and `last_statement_alone` turns autocommit on only for a
+session that has run no statement, for that session only."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import deserialize_job
+from sqlalchemy import text
+
+from shared import queue as queues
+from shared.config import Settings
+from shared.db import create_engine, create_sessionmaker, last_statement_alone
+from shared.queue import call_task_id, create_queue, deserialize, enqueue_call, enqueue_new_calls
+from tests.harness import REDIS_URL, create_database, drop_database
+
+
+async def _entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queues, "_ENQUEUE_CHUNK", 2)  # five calls: three scripts
+    name = "saas-llm-enqueue-test:" + uuid.uuid4().hex[:8]
+    settings = Settings(redis_url=REDIS_URL, worker_queue_name=name)
+    queue = await create_queue(settings)
+    tag = uuid.uuid4().hex[:8]
+    new = [f"call_new{tag}{i}" for i in range(5)]
+    old = f"call_old{tag}"
+    done = f"call_done{tag}"
+    keys = [job_key_prefix + call_task_id(c, 0) for c in [*new, old, done]]
+    try:
+        await queue.set(result_key_prefix + call_task_id(done, 0), b"{}", px=60_000)
+        await enqueue_call(queue, old)
+        await enqueue_new_calls(queue, [*new, done])
+        first = await queue.zrange(name, 0, -1, withscores=True)
+        await enqueue_new_calls(queue, new)  # again: nothing changes
+        assert await queue.zrange(name, 0, -1, withscores=True) == first
+        queued = {member.decode(): score for member, score in first}
+        assert set(queued) == {call_task_id(c, 0) for c in [*new, old]}  # not the finished one
+        reference = deserialize_job(
+            await queue.get(job_key_prefix + call_task_id(old, 0)), deserializer=deserialize
+        )
+        for call_id in new:
+            job_id = call_task_id(call_id, 0)
+            job = deserialize_job(
+                await queue.get(job_key_prefix + job_id), deserializer=deserialize
+            )
+            assert (job.function, list(job.args), job.kwargs, job.job_try) == (
+                reference.function,
+                [call_id],
+                reference.kwargs,
+                reference.job_try,
+            )
+            assert queued[job_id] == job.enqueue_time.timestamp() * 1000
+            ttl = await queue.pttl(job_key_prefix + job_id)
+            assert queue.expires_extra_ms - 60_000 < ttl <= queue.expires_extra_ms
+    finally:
+        await queue.delete(name, result_key_prefix + call_task_id(done, 0), *keys)
+        await queue.aclose()
+
+
+def test_enqueue_new_calls_writes_what_arq_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    asyncio.run(_entries(monkeypatch))
+
+
+async def _sessions(database_url: str) -> None:
+    engine = create_engine(Settings(database_url=database_url, redis_url=REDIS_URL))
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        async with sessionmaker() as session:
+            await session.execute(text("CREATE TABLE t (n int)"))
+            await session.commit()
+
+        def seen() -> list[int]:
+            with psycopg.connect(database_url) as conn:
+                return [r[0] for r in conn.execute("SELECT n FROM t ORDER BY n").fetchall()]
+
+        async with sessionmaker() as session:
+            assert await last_statement_alone(session)
+            await session.execute(text("INSERT INTO t VALUES (1)"))
+            assert seen() == [1]  # committed by itself, before any COMMIT
+        async with sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+            assert not await last_statement_alone(session)  # the transaction is already open
+            await session.execute(text("INSERT INTO t VALUES (2)"))
+            assert seen() == [1]
+            await session.commit()
+        assert seen() == [1, 2]
+        async with sessionmaker() as session:  # the pooled connection is transactional again
+            await session.execute(text("INSERT INTO t VALUES (3)"))
+            assert seen() == [1, 2]
+            await session.rollback()
+        assert seen() == [1, 2]
+    finally:
+        await engine.dispose()
+
+
+def test_last_statement_alone_only_before_the_first_statement() -> None:
+    database_url = create_database()
+    try:
+        asyncio.run(_sessions(database_url))
+    finally:
+        drop_database(database_url)
