@@ -200,25 +200,18 @@ def open_queue(
                 **options,
             )
         )
-    elif long_poll:
-        pool = LongPollQueue(
-            **options,
-            ssl=rs.ssl,
-            ssl_cert_reqs=rs.ssl_cert_reqs,
-            ssl_ca_certs=rs.ssl_ca_certs,
-            ssl_check_hostname=rs.ssl_check_hostname,
-            max_connections=rs.max_connections,
-            wait_seconds=settings.worker_poll_delay_seconds,
-        )
     else:
-        pool = ArqRedis(
-            **options,
+        options.update(
             ssl=rs.ssl,
             ssl_cert_reqs=rs.ssl_cert_reqs,
             ssl_ca_certs=rs.ssl_ca_certs,
             ssl_check_hostname=rs.ssl_check_hostname,
             max_connections=rs.max_connections,
         )
+        if long_poll:
+            pool = LongPollQueue(**options, wait_seconds=settings.worker_poll_delay_seconds)
+        else:
+            pool = ArqRedis(**options)
     pool.job_serializer = serialize
     pool.job_deserializer = deserialize
     pool.default_queue_name = settings.worker_queue_name
