@@ -9,10 +9,10 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,6 +22,8 @@ from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
 from shared.migrations import upgrade
 from shared.models import JOB_TERMINAL
 from tests.harness import MASTER_KEY, fake_proxy_config, platform_env, start_fake_provider
+
+T = TypeVar("T")
 
 TERMINAL = set(JOB_TERMINAL)
 
@@ -117,6 +119,18 @@ class Chaos:
             self.workers.remove(worker)
             self.new_worker()
         return len(dead)
+
+    def supervised(self, condition: Callable[[], T]) -> Callable[[], T]:
+        """`condition`, checked as a supervisor would: workers that exited are replaced first.
+        A worker that an earlier test's Redis restart stopped (arq stops when a connection
+        breaks under a WATCH) may still be draining its tasks, and so look alive, when the
+        next test begins."""
+
+        def check() -> T:
+            self.restarts += self.replace_dead_workers()
+            return condition()
+
+        return check
 
     def client(self) -> httpx.Client:
         return httpx.Client(

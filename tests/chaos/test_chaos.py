@@ -55,7 +55,11 @@ def test_kill_9_worker_with_hundreds_of_calls_in_flight(healthy: Chaos) -> None:
         # exactly what the provider holds, whatever the machine's speed.
         ids = _submit(client, tag, jobs=20, calls=15, extra=f"[[hold:{tag}]]")
         slots = int(chaos.env["WORKER_MAX_JOBS"])  # 250 of the 300 calls fill the worker
-        wait_until(lambda: chaos.held(tag) == slots, 120, f"{slots} calls held at the provider")
+        wait_until(
+            chaos.supervised(lambda: chaos.held(tag) == slots),
+            120,
+            f"{slots} calls held at the provider",
+        )
         in_flight = wait_until(
             lambda: _running_calls(client, ids) == slots and slots, 60, "calls running in Postgres"
         )
@@ -80,7 +84,7 @@ def test_redis_restarted_empty_during_load(healthy: Chaos) -> None:
     tag = "redis-" + uuid.uuid4().hex[:6]
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=10, calls=10, extra="[[delay:500]]")
-        wait_until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
+        wait_until(chaos.supervised(lambda: len(chaos.seen(tag)) >= 20), 60, "work to start")
         chaos.redis_restart_empty()
         chaos.restarts = 0
         jobs = wait_all_terminal(client, ids, chaos=chaos)
@@ -95,7 +99,7 @@ def test_postgres_restarted_during_load(healthy: Chaos) -> None:
     statuses: dict[int, int] = {}
     with chaos.client() as client:
         ids = _submit(client, tag, jobs=10, calls=10, extra="[[delay:300]]")
-        wait_until(lambda: len(chaos.seen(tag)) >= 20, 60, "work to start")
+        wait_until(chaos.supervised(lambda: len(chaos.seen(tag)) >= 20), 60, "work to start")
         chaos.pg.stop()
         probe = {
             "requests": [
@@ -149,7 +153,9 @@ def test_sigterm_drains_or_requeues(healthy: Chaos) -> None:
         # 50 calls answer within the drain window (drained), 100 are held past it (handed back).
         quick = _submit(client, tag, jobs=5, calls=10, extra="[[delay:1500]]")
         held = _submit(client, tag, jobs=10, calls=10, extra=f"[[hold:{tag}]]")
-        wait_until(lambda: chaos.held(tag) >= 100, 120, "100 calls held at the provider")
+        wait_until(
+            chaos.supervised(lambda: chaos.held(tag) >= 100), 120, "100 calls held at the provider"
+        )
         alive = [w for w in chaos.workers if w.alive()]
         assert len(alive) == 1, [w.name for w in alive]
         worker = alive[0]
