@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -34,7 +35,7 @@ from shared.queue import (
 from shared.retry import forever
 from shared.runtime import Runtime, build_runtime
 from shared.webhooks.delivery import WebhookSender
-from shared.webhooks.runner import run_sweeper
+from shared.webhooks.runner import Sweeper, run_sweeper
 from worker import health
 from worker.tasks.calls import reconcile_task, run_call
 from worker.tasks.retention import retention_task
@@ -104,7 +105,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["listener"] = asyncio.create_task(
         forever(lambda: _listen(rt, queue), name="wake and cancel listener")
     )
-    ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(rt))
+    ctx["sweeper"] = sweeper = Sweeper(rt, ctx["webhook_sender"])
+    ctx["webhook_sweeper"] = asyncio.create_task(run_sweeper(sweeper))
     ctx["lease_keeper"] = asyncio.create_task(forever(lambda: keep_leases(rt), name="lease keeper"))
     ctx["webhook_worker_task"] = asyncio.create_task(
         forever(lambda: _run_webhook_worker(ctx, queue, rt), name="webhook consumer")
@@ -152,16 +154,22 @@ async def _run_webhook_worker(ctx: dict[str, Any], queue: ArqRedis, rt: Runtime)
 
 
 async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
-    """Stop taking deliveries, give those in flight a short drain (the calls' drain has already
-    run, and the whole stop must fit the platform's grace period), then stop."""
+    """Stop taking deliveries, give those in flight (the sweeper's and the queue's) one short
+    drain (the calls' drain has already run, and the whole stop must fit the platform's grace
+    period), then stop."""
+    seconds = min(settings.worker_drain_seconds, 5.0)
+    sweeper: Sweeper | None = ctx.get("sweeper")
     hooks: Worker | None = ctx.get("webhook_worker")
     task: asyncio.Task[None] | None = ctx.get("webhook_worker_task")
+    drains: list[Awaitable[Any]] = [sweeper.drain(seconds)] if sweeper is not None else []
+    if hooks is not None:
+        hooks.allow_pick_jobs = False
+        pending = [t for t in hooks.tasks.values() if not t.done()]
+        if pending:
+            drains.append(asyncio.wait(pending, timeout=seconds))
+    await asyncio.gather(*drains)
     if hooks is None or task is None:
         return
-    hooks.allow_pick_jobs = False
-    pending = [t for t in hooks.tasks.values() if not t.done()]
-    if pending:
-        await asyncio.wait(pending, timeout=min(settings.worker_drain_seconds, 5.0))
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task

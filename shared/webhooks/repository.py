@@ -251,13 +251,13 @@ class Claim:
     previous_secret_expires_at: datetime | None
 
 
-# Claim the delivery if it is pending and due (arq and Postgres clocks may differ a little: a
+# Claim deliveries that are pending and due (arq and Postgres clocks may differ a little: a
 # deferred task may come a bit early), moving `next_attempt_at` to the end of the lease, and read
 # what the attempt needs, in one statement. The URL becomes the endpoint's current one (unless it
 # is disabled): a customer who moves an endpoint gets its pending retries at the new URL.
-_CLAIM = text(
-    """
-WITH claimed AS (
+# `<picked>` is the query of the ids to claim (`_claim_statement`).
+_CLAIM_SQL = """
+WITH picked AS MATERIALIZED (<picked>), claimed AS (
     UPDATE webhook_deliveries d SET
         attempts = d.attempts + 1,
         round_attempts = d.round_attempts + 1,
@@ -267,7 +267,8 @@ WITH claimed AS (
             (SELECT e.url FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled),
             d.url
         )
-    WHERE d.id = :id AND d.status = 'pending'
+    FROM picked
+    WHERE d.id = picked.id AND d.status = 'pending'
       AND d.next_attempt_at <= now() + interval '0.25 seconds'
     RETURNING d.id, d.team_id, d.event_id, d.endpoint_id, d.url, d.attempts, d.round_attempts
 )
@@ -282,19 +283,38 @@ JOIN webhook_events ev ON ev.id = c.event_id
 LEFT JOIN webhook_endpoints ep ON ep.id = c.endpoint_id
 LEFT JOIN webhook_team_secrets ts ON c.endpoint_id IS NULL AND ts.team_id = c.team_id
 """
-).columns(
-    column("id", String),
-    column("team_id", String),
-    column("event_id", String),
-    column("endpoint_id", String),
-    column("url", String),
-    column("attempts", Integer),
-    column("round_attempts", Integer),
-    column("payload", JSONB),
-    column("endpoint_enabled", Boolean),
-    column("secret", String),
-    column("previous_secret", String),
-    column("previous_secret_expires_at", DateTime(timezone=True)),
+
+
+def _claim_statement(picked: str) -> Any:
+    """The claim of the deliveries whose ids the (constant) query `picked` selects."""
+    return text(_CLAIM_SQL.replace("<picked>", picked)).columns(
+        column("id", String),
+        column("team_id", String),
+        column("event_id", String),
+        column("endpoint_id", String),
+        column("url", String),
+        column("attempts", Integer),
+        column("round_attempts", Integer),
+        column("payload", JSONB),
+        column("endpoint_enabled", Boolean),
+        column("secret", String),
+        column("previous_secret", String),
+        column("previous_secret_expires_at", DateTime(timezone=True)),
+    )
+
+
+# One delivery, by id (a queue entry's attempt).
+_CLAIM = _claim_statement("SELECT CAST(:id AS varchar) AS id")
+# The oldest due deliveries, up to :limit, skipping rows another worker is claiming: a sweep's
+# claim, so that workers woken by the same commit share the deliveries instead of racing. In a
+# materialised CTE, not `IN (subquery)`: a subquery may be scanned again per row of the UPDATE
+# and then, skipping what it locked the first time, pick more than :limit rows.
+_CLAIM_DUE = _claim_statement(
+    """SELECT id FROM webhook_deliveries
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED"""
 )
 
 
@@ -304,6 +324,12 @@ async def claim_delivery(
     """Take a due pending delivery for one attempt; None if it is not due or not pending."""
     row = (await session.execute(_CLAIM, {"id": delivery_id, "lease": lease_seconds})).first()
     return None if row is None else Claim(**row._mapping)
+
+
+async def claim_due(session: AsyncSession, limit: int, lease_seconds: float) -> list[Claim]:
+    """Take up to `limit` due pending deliveries (oldest first) for one attempt each."""
+    params = {"limit": limit, "lease": lease_seconds}
+    return [Claim(**row._mapping) for row in (await session.execute(_CLAIM_DUE, params)).all()]
 
 
 async def settle_delivery(
@@ -456,18 +482,3 @@ async def record_attempt(
         endpoint_matched=row.endpoint_matched,
         endpoint_tripped=row.endpoint_tripped,
     )
-
-
-async def due_deliveries(session: AsyncSession, limit: int) -> Sequence[tuple[str, int]]:
-    """(id, attempts) of pending deliveries that are due, oldest first; not locked: the claim
-    decides which attempt runs, so two sweeps may both return a row."""
-    stmt = (
-        select(WebhookDelivery.id, WebhookDelivery.attempts)
-        .where(
-            WebhookDelivery.status == DeliveryStatus.PENDING,
-            WebhookDelivery.next_attempt_at <= func.now(),
-        )
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(limit)
-    )
-    return [(row[0], row[1]) for row in (await session.execute(stmt)).all()]

@@ -39,10 +39,11 @@ from shared.webhooks.delivery import (
 )
 from shared.webhooks.events import NOTIFY_CHANNEL
 from shared.webhooks.repository import (
+    Claim,
     Recorded,
     WebhookRepository,
     claim_delivery,
-    due_deliveries,
+    claim_due,
     record_attempt,
     settle_delivery,
 )
@@ -98,28 +99,36 @@ def lease_seconds(settings: Settings) -> float:
 
 
 async def deliver(deps: Runtime, delivery_id: str, sender: WebhookSender) -> str:
-    """Make the next attempt of a delivery if it is due; safe to run any number of times.
+    """Make the next attempt of a delivery if it is due (a queue entry's task: retries and manual
+    redeliveries); safe to run any number of times.
 
     Two statements on the wire, each its own transaction: the claim (which reads the event and
     the secrets), and after the request the record (attempt log, endpoint health, next state).
     No lock or connection is held during the request."""
+    async with autocommit(deps.sessionmaker) as session:
+        claim = await claim_delivery(session, delivery_id, lease_seconds(deps.settings))
+    if claim is None:
+        return "skipped"
+    return await attempt(deps, claim, sender)
+
+
+async def attempt(deps: Runtime, claim: Claim, sender: WebhookSender) -> str:
+    """Send one claimed attempt and record it; schedules the retry if there is one."""
     settings = deps.settings
     box = _box(tuple(settings.webhook_secret_keys))
-    async with autocommit(deps.sessionmaker) as session:
-        claim = await claim_delivery(session, delivery_id, lease_seconds(settings))
-        if claim is None:
-            return "skipped"
-        if claim.endpoint_id is not None and not claim.endpoint_enabled:
-            await settle_delivery(
-                session,
-                claim.id,
-                claim.attempts,
-                status=DeliveryStatus.FAILED,
-                error="endpoint disabled",
-            )
-            return "disabled"
-        stored = (claim.secret, claim.previous_secret, claim.previous_secret_expires_at)
-        if stored[0] is None:  # a job's own webhook_url, and the team has no secret yet
+    stored = (claim.secret, claim.previous_secret, claim.previous_secret_expires_at)
+    if (claim.endpoint_id is not None and not claim.endpoint_enabled) or stored[0] is None:
+        async with autocommit(deps.sessionmaker) as session:
+            if claim.endpoint_id is not None and not claim.endpoint_enabled:
+                await settle_delivery(
+                    session,
+                    claim.id,
+                    claim.attempts,
+                    status=DeliveryStatus.FAILED,
+                    error="endpoint disabled",
+                )
+                return "disabled"
+            # A job's own webhook_url, and the team has no secret yet.
             team = await WebhookRepository(session, box).team_secret(claim.team_id)
             stored = (team.secret, team.previous_secret, team.previous_secret_expires_at)
     assert stored[0] is not None
@@ -185,19 +194,79 @@ def _outcome(result: SendResult, recorded: Recorded) -> str:
     return "retry"
 
 
-async def sweep(deps: Runtime) -> int:
-    """Enqueue every due delivery (lost queue entries, crashed attempts, new events).
+class Sweeper:
+    """Sends the deliveries that are due from this process: new events' first attempts, attempts
+    whose queue entry was lost, attempts of a worker that died (their lease ran out).
 
-    The due ids are read in a short transaction and enqueued after it ends, so a slow Redis
-    holds no row lock and no database connection. Two sweeps enqueueing the same row is
-    harmless: the queue entry's id is per attempt, and the task re-reads the row."""
-    async with autocommit(deps.sessionmaker) as session:
-        due = await due_deliveries(session, SWEEP_BATCH)
-    for delivery_id, attempts in due:
-        await enqueue_delivery(deps.queue, deps.settings, delivery_id, attempts=attempts)
-    if due:
-        log.debug("webhook sweep", extra={"enqueued": len(due)})
-    return len(due)
+    A sweep claims up to the free slots (`WEBHOOK_MAX_CONCURRENCY` attempts in flight) in one
+    statement and sends them here, with no queue entry between the commit and the request;
+    workers woken by the same commit share the rows (SKIP LOCKED). What is left when the slots
+    are full is swept again as soon as one frees up. Retries and manual redeliveries are
+    deferred queue entries (`deliver`)."""
+
+    def __init__(self, rt: Runtime, sender: WebhookSender) -> None:
+        self.rt, self.sender = rt, sender
+        self.slots = max(1, rt.settings.webhook_max_concurrency)
+        self.tasks: set[asyncio.Task[str]] = set()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self._full = False
+
+    async def sweep(self) -> int:
+        """Claim what is due, up to the free slots, and start sending it; returns how many."""
+        free = min(self.slots - len(self.tasks), SWEEP_BATCH)
+        if free <= 0 or self.stopping:
+            self._full = not self.stopping
+            return 0
+        async with autocommit(self.rt.sessionmaker) as session:
+            claims = await claim_due(session, free, lease_seconds(self.rt.settings))
+        for claim in claims:
+            task = asyncio.create_task(self._attempt(claim))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+        self._full = len(claims) == free  # more may be due than there was room for
+        if claims:
+            log.debug("webhook sweep", extra={"claimed": len(claims)})
+        return len(claims)
+
+    async def _attempt(self, claim: Claim) -> str:
+        try:
+            return await attempt(self.rt, claim, self.sender)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The claim's lease runs out and a later sweep makes the attempt again.
+            log.exception("webhook attempt failed", extra={"delivery_id": claim.id})
+            return "error"
+
+    def _done(self, task: asyncio.Task[str]) -> None:
+        self.tasks.discard(task)
+        if self._full:
+            self._full = False
+            self.wake.set()
+
+    async def run(self) -> None:
+        """Sweep when woken (a commit that recorded deliveries, a freed slot) and at least every
+        `WEBHOOK_SWEEP_SECONDS`; runs until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self.wake.wait(), timeout=self.rt.settings.webhook_sweep_seconds
+                )
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            await self.sweep()
+
+    async def drain(self, seconds: float) -> None:
+        """Take nothing more, give the attempts in flight `seconds`, then cut them short (each is
+        made again once its lease ends)."""
+        self.stopping = True
+        pending = [t for t in self.tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=seconds)
+        for t in list(self.tasks):
+            t.cancel()
 
 
 def _setter(event: asyncio.Event) -> Callable[..., None]:
@@ -222,21 +291,12 @@ async def _listen(rt: Runtime, wake: asyncio.Event) -> None:
             await conn.close()
 
 
-async def _sweep_when_woken(rt: Runtime, wake: asyncio.Event) -> None:
-    while True:
-        try:
-            await asyncio.wait_for(wake.wait(), timeout=rt.settings.webhook_sweep_seconds)
-        except TimeoutError:
-            pass
-        wake.clear()
-        await sweep(rt)
-
-
-async def run_sweeper(rt: Runtime) -> None:
-    """Sweep when notified and at least every `webhook_sweep_seconds`; runs until cancelled."""
-    wake = asyncio.Event()
-    listener = asyncio.create_task(forever(lambda: _listen(rt, wake), name="webhook listener"))
+async def run_sweeper(sweeper: Sweeper) -> None:
+    """The sweeper, woken by the deliveries' NOTIFY; runs until cancelled."""
+    listener = asyncio.create_task(
+        forever(lambda: _listen(sweeper.rt, sweeper.wake), name="webhook listener")
+    )
     try:
-        await forever(lambda: _sweep_when_woken(rt, wake), name="webhook sweep")
+        await forever(sweeper.run, name="webhook sweep")
     finally:
         listener.cancel()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import psycopg
@@ -18,15 +19,21 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from cli.stack import free_port, start_worker
 from shared.config import Settings
 from shared.db import create_engine, create_sessionmaker, transaction
-from shared.models import Team, WebhookDelivery
-from shared.queue import Queue, delivery_task_id
+from shared.models import DeliveryStatus, Team, WebhookDelivery
+from shared.queue import open_queue
 from shared.runtime import build_runtime
-from shared.webhooks.delivery import generate_secret
+from shared.webhooks.delivery import WebhookSender, generate_secret
 from shared.webhooks.events import record_event
-from shared.webhooks.runner import sweep
+from shared.webhooks.runner import Sweeper
 from tests.conftest import OwnPlatform, TeamClient, nonce
 from tests.fakes.receiver import Receiver, Reply
-from tests.harness import METRICS_TOKEN, create_database, drop_database, wait_until
+from tests.harness import (
+    METRICS_TOKEN,
+    WEBHOOK_SECRETS_KEY,
+    create_database,
+    drop_database,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -350,37 +357,28 @@ def test_another_team_sees_none_of_a_teams_webhooks(
 # -- the sweep, against a database of its own (no worker claims its rows) -------------------------
 
 
-class _ProbingQueue:
-    """Stands in for Redis: on each enqueue, checks from another connection that the delivery
-    row is not locked, and counts the sweep's pooled connections still checked out."""
-
-    default_queue_name = "saas-llm-probe"
-
-    def __init__(self, database_url: str, pool_checked_out: Callable[[], int]) -> None:
-        self.database_url = database_url
-        self.pool_checked_out = pool_checked_out
-        self.calls: list[tuple[str, str, int, bool]] = []
-
-    async def publish(self, channel: str, message: str) -> int:
-        return 0  # the workers' wake-up after each enqueue: no worker listens here
-
-    async def enqueue_job(self, function: str, delivery_id: str, **options: Any) -> None:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            try:
-                conn.execute(
-                    "SELECT id FROM webhook_deliveries WHERE id = %s FOR UPDATE NOWAIT",
-                    (delivery_id,),
-                )
-                locked = False
-            except psycopg.errors.LockNotAvailable:
-                locked = True
-        self.calls.append((delivery_id, options["_job_id"], self.pool_checked_out(), locked))
+def _row_locked(database_url: str, delivery_id: str) -> bool:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        try:
+            conn.execute(
+                "SELECT id FROM webhook_deliveries WHERE id = %s FOR UPDATE NOWAIT", (delivery_id,)
+            )
+        except psycopg.errors.LockNotAvailable:
+            return True
+    return False
 
 
-async def _sweep_holding_nothing(database_url: str) -> None:
-    settings = Settings(database_url=database_url)
+async def _sweep_holding_nothing(database_url: str, receiver: Receiver) -> None:
+    settings = Settings(
+        database_url=database_url,
+        webhook_secrets_key=WEBHOOK_SECRETS_KEY,
+        webhook_max_concurrency=2,
+        webhook_allow_private_networks=True,
+    )
     engine = create_engine(settings)
     sessionmaker = create_sessionmaker(engine)
+    queue = open_queue(settings)
+    sender = WebhookSender(settings)
     try:
         team_id = "sweep-" + nonce()
         async with transaction(sessionmaker) as session:
@@ -388,32 +386,52 @@ async def _sweep_holding_nothing(database_url: str) -> None:
             await session.flush()
             for i in range(4):
                 await record_event(
-                    session, team_id, "job.succeeded", {"i": i}, extra_url="http://x.test/hook"
+                    session, team_id, "job.succeeded", {"i": i}, extra_url=receiver.url
                 )
         async with transaction(sessionmaker) as session:
             rows = (await session.execute(select(WebhookDelivery))).scalars().all()
             due = sorted(d.id for d in rows[:3])
             rows[3].next_attempt_at = datetime.now(UTC) + timedelta(hours=1)  # not due yet
-        queue = _ProbingQueue(database_url, engine.pool.checkedout)  # type: ignore[attr-defined]
+        receiver.default = Reply(hang=True)
         async with httpx.AsyncClient() as http:
-            rt = build_runtime(settings, cast(Queue, queue), http=http)
+            rt = build_runtime(settings, queue, http=http)
             await rt.engine.dispose()
-            rt.sessionmaker = sessionmaker  # the probe watches this engine's pool
-            assert await sweep(rt) == 3
-        assert sorted(c[0] for c in queue.calls) == due
-        assert all(job_id == delivery_task_id(d, 0) for d, job_id, _, _ in queue.calls)
-        # Redis was called with no database connection held and no delivery row locked.
-        assert [(checked_out, locked) for _, _, checked_out, locked in queue.calls] == [
-            (0, False)
-        ] * 3
+            rt.sessionmaker = sessionmaker  # the test watches this engine's pool
+            sweeper = Sweeper(rt, sender)
+            assert await sweeper.sweep() == 2  # as many as there are free slots
+            assert await sweeper.sweep() == 0  # full
+            held = await asyncio.to_thread(receiver.wait_for, 2)
+            # The requests are in flight with no database connection held and no row locked.
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            sent = {json.loads(r.body)["data"]["i"] for r in held}
+            assert len(sent) == 2
+            for delivery_id in due:
+                assert not await asyncio.to_thread(_row_locked, database_url, delivery_id)
+            receiver.release.set()
+            await asyncio.wait(list(sweeper.tasks))
+            # A freed slot wakes the sweeper for what was left: the third due delivery.
+            assert sweeper.wake.is_set()
+            assert await sweeper.sweep() == 1
+            await asyncio.wait(list(sweeper.tasks))
+            assert await sweeper.sweep() == 0
+        async with transaction(sessionmaker) as session:
+            rows = (await session.execute(select(WebhookDelivery))).scalars().all()
+            by_id = {d.id: d for d in rows}
+            assert sorted(d for d in by_id if by_id[d].status == DeliveryStatus.SUCCEEDED) == due
+            assert [d.attempts for d in rows if d.id not in due] == [0]
+        assert len(receiver.requests) == 3
     finally:
+        await sender.aclose()
+        await queue.aclose()
         await engine.dispose()
 
 
-def test_the_sweep_enqueues_after_its_transaction_holding_no_lock_or_connection() -> None:
+def test_the_sweep_claims_and_sends_up_to_its_slots_holding_no_lock_or_connection(
+    receiver: Receiver,
+) -> None:
     database_url = create_database()
     try:
-        asyncio.run(_sweep_holding_nothing(database_url))
+        asyncio.run(_sweep_holding_nothing(database_url, receiver))
     finally:
         drop_database(database_url)
 
