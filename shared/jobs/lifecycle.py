@@ -5,9 +5,9 @@ two workers racing can never finish a call twice, count its tokens twice or end 
 
 A job ends in exactly one place, `_end` (through `end_job`, or its last call's finish):
 whichever path ends it (its last call, a cancel, a deadline, an expiry, a worker lost for
-good), one statement sets its end, its money settlement and its usage rollup, then the
-in-transaction hooks run (`JOB_END_HOOKS`: the webhook event) and the job's live streams are
-woken once the transaction commits.
+good), one statement sets its end, its money settlement, its usage rollup and its webhook event
+(with the deliveries and their NOTIFY), and the job's live streams are woken once the
+transaction commits.
 
 Every change that takes a call out of `running` also settles its budget reservation
 (`shared.billing.budget.settle_calls`, or the finish statement itself) in the same
@@ -20,7 +20,6 @@ Cancel, reconciler and workers take them in that order, so they never deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -62,7 +61,7 @@ from shared.models import (
     TeamStatus,
 )
 from shared.models.base import Money
-from shared.webhooks.events import record_event
+from shared.webhooks.events import event_ctes, event_params
 
 
 @dataclass(frozen=True)
@@ -94,39 +93,14 @@ class TeamBusy(Exception):
 
 
 @dataclass(frozen=True)
-class EndedJob:
-    """A job the transition just ended, with its calls by status as the transition saw them."""
-
-    job: Job
-    counts: dict[str, int]
-
-
-JobEndHook = Callable[[AsyncSession, EndedJob], Awaitable[None]]
-
-
-async def record_job_event(session: AsyncSession, ended: EndedJob) -> None:
-    """Hook: the outbox event `job.<status>`, with the job as the API shows it (its counts are
-    the transition's own: no query)."""
-    job = ended.job
-    data = job_out(job, ended.counts).model_dump(mode="json")
-    await record_event(
-        session, job.team_id, f"job.{job.status}", data, job_id=job.id, extra_url=job.webhook_url
-    )
-
-
-# In this order, inside the transaction that ends the job, after the statement that ends it
-# (which also writes its settlement and its usage rollup: see `_end`).
-JOB_END_HOOKS: tuple[JobEndHook, ...] = (record_job_event,)
-
-
-@dataclass(frozen=True)
 class _EndFacts:
     """What ending a job needs, read in one statement once the job is locked."""
 
     team: Team  # locked
-    job_reserved: Decimal  # the job's credit reservation
+    job: Job  # as it is before its end (locked by the caller)
     counts: dict[str, int]  # its calls by status
     succeeded: list[tuple[str, Decimal | None, int | None]]  # (id, billed_usd, total_tokens)
+    now: datetime  # the transaction's now(): the job's finished_at
 
 
 def _end_facts_statement(only_if_done: bool) -> Select[Any]:
@@ -158,9 +132,10 @@ def _end_facts_statement(only_if_done: bool) -> Select[Any]:
         .where(Call.job_id == bindparam("job_id"), Call.status == CallStatus.SUCCEEDED)
         .subquery()
     )
-    reserved = select(Job.credits_reserved).where(Job.id == bindparam("job_id")).scalar_subquery()
     stmt = (
-        select(Team, reserved, counts, ok.c.ids, ok.c.billed, ok.c.tokens)
+        select(Team, Job, counts, ok.c.ids, ok.c.billed, ok.c.tokens, func.now())
+        .select_from(Team)
+        .join(Job, Job.id == bindparam("job_id"))
         .join(ok, true())
         .where(Team.id == bindparam("team_id"))
         .with_for_update(of=Team, key_share=True)  # as `ledger.lock_team`: see there
@@ -192,9 +167,9 @@ async def _end_facts(
     row = (await session.execute(stmt, params)).first()
     if row is None:
         return None
-    team, job_reserved, by, ids, billed, tokens = row
+    team, job, by, ids, billed, tokens, now = row
     succeeded = list(zip(ids or [], billed or [], tokens or [], strict=True))
-    return _EndFacts(team, Decimal(job_reserved or 0), dict(by or {}), succeeded)
+    return _EndFacts(team, job, dict(by or {}), succeeded, now)
 
 
 def _outcome(counts: dict[str, int]) -> tuple[JobStatus, dict[str, Any] | None]:
@@ -243,7 +218,7 @@ def _end_statement(change_shape: int, with_shares: bool) -> Any:
         .values(
             status=bindparam("end_status", type_=_JOBS.status.type),
             error=bindparam("end_error", type_=_JOBS.error.type),
-            finished_at=func.now(),
+            finished_at=bindparam("end_finished_at", type_=_JOBS.finished_at.type),
             expires_at=None,
             credits_reserved=0,
             credits_charged=bindparam("end_charge", type_=_JOBS.credits_charged.type),
@@ -254,6 +229,7 @@ def _end_statement(change_shape: int, with_shares: bool) -> Any:
     ctes = ledger.change_ctes(change_shape)
     if with_shares:
         ctes.append(_shares())
+    ctes.extend(event_ctes())  # the job's event and its deliveries
     # Last: it reads the calls as they were before this statement, and the shares from
     # parameters (a statement cannot see its own writes).
     ctes.append(roll_up_cte())
@@ -275,28 +251,48 @@ async def _end(
     error: dict[str, Any] | None,
     facts: _EndFacts,
 ) -> Job:
-    """The transition itself: one statement sets the job's end, its settlement (the credit
+    """The transition itself, one statement: the job's end, its settlement (the credit
     reservation released, the charge on the job, its calls and the team, the ledger entry and
-    the grants it burns) and its usage rollup, and returns the job; then the hooks."""
+    the grants it burns), its usage rollup and its `job.<status>` event with the deliveries.
+
+    The event's data is the job as the API will show it once ended: the job as the facts read
+    it, with what this statement sets."""
     settled = settlement(facts.team, status, facts.succeeded)
-    change = ledger.team_change(facts.team, charge=settled.charge, release=facts.job_reserved)
+    job_reserved = Decimal(facts.job.credits_reserved or 0)
+    change = ledger.team_change(facts.team, charge=settled.charge, release=job_reserved)
     stmt = _END[ledger.change_shape(change), bool(settled.shares)]
+    ended = job_out(facts.job, facts.counts).model_copy(
+        update={
+            "status": status.value,
+            "error": error,
+            "finished_at": facts.now,
+            "expires_at": None,
+            "credits_reserved": Decimal(0),
+            "credits_charged": settled.charge,
+        }
+    )
+    _, event = event_params(
+        facts.job.team_id,
+        f"job.{status.value}",
+        ended.model_dump(mode="json"),
+        job_id=job_id,
+        extra_url=facts.job.webhook_url,
+    )
     params: dict[str, Any] = {
         "end_job_id": job_id,
         "end_status": status,
         "end_error": error,
+        "end_finished_at": facts.now,
         "end_charge": settled.charge,
         **ledger.change_params(change, job_id=job_id, note="job succeeded"),
         **roll_up_params(job_id, settled.shares),
+        **event,
     }
     if settled.shares:
         params["given_ids"] = list(settled.shares)
         params["given_shares"] = list(settled.shares.values())
     job: Job = (await session.execute(stmt, params)).scalar_one()
     await ledger.applied(session, facts.team, change)
-    ended = EndedJob(job, facts.counts)
-    for hook in JOB_END_HOOKS:
-        await hook(session, ended)
     wake(session, "job", job.id)
     return job
 
