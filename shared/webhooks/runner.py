@@ -116,19 +116,19 @@ async def attempt(deps: Runtime, claim: Claim, sender: WebhookSender) -> str:
     """Send one claimed attempt and record it; schedules the retry if there is one."""
     settings = deps.settings
     box = _box(tuple(settings.webhook_secret_keys))
-    stored = (claim.secret, claim.previous_secret, claim.previous_secret_expires_at)
-    if (claim.endpoint_id is not None and not claim.endpoint_enabled) or stored[0] is None:
+    if claim.endpoint_id is not None and not claim.endpoint_enabled:
         async with autocommit(deps.sessionmaker) as session:
-            if claim.endpoint_id is not None and not claim.endpoint_enabled:
-                await settle_delivery(
-                    session,
-                    claim.id,
-                    claim.attempts,
-                    status=DeliveryStatus.FAILED,
-                    error="endpoint disabled",
-                )
-                return "disabled"
-            # A job's own webhook_url, and the team has no secret yet.
+            await settle_delivery(
+                session,
+                claim.id,
+                claim.attempts,
+                status=DeliveryStatus.FAILED,
+                error="endpoint disabled",
+            )
+        return "disabled"
+    stored = (claim.secret, claim.previous_secret, claim.previous_secret_expires_at)
+    if stored[0] is None:  # a job's own webhook_url, and the team has no secret yet
+        async with autocommit(deps.sessionmaker) as session:
             team = await WebhookRepository(session, box).team_secret(claim.team_id)
             stored = (team.secret, team.previous_secret, team.previous_secret_expires_at)
     assert stored[0] is not None
