@@ -86,6 +86,13 @@ class Call(Base):
             "next_attempt_at",
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
+        # Is any call of this job still active (its end's probe, newest seq first)?
+        Index(
+            "ix_calls_job_id_active",
+            "job_id",
+            "seq",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
         # The fair claim (`shared.jobs.fairness`): the teams with queued calls (a loose index
         # scan) and each team's next call, by priority, then age.
         Index(
