@@ -105,12 +105,13 @@ FOR UPDATE OF c SKIP LOCKED
 class Claimed:
     """The call claimed for this queue entry (None: none), whether it is another call than the
     one the entry names (then the entry goes back to the queue for its own call), and, with a
-    call, its team's row as the claim read it and its job's deadline."""
+    call, its team's row as the claim read it, its job's deadline and its job's number of calls."""
 
     call: Call | None
     swapped: bool = False
     team: Team | None = None
     deadline: datetime | None = None
+    job_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,10 @@ async def claim_fair(
             except TeamBusy:
                 claimed = None  # it filled up meanwhile: fall back to the entry's own call
             if claimed is not None:
-                return Claimed(claimed.call, True, claimed.team, claimed.deadline)
+                return Claimed(
+                    claimed.call, True, claimed.team, claimed.deadline, claimed.job_calls
+                )
     claimed = await claim(session, call_id, lease_seconds, choice.own)
     if claimed is None:
         return Claimed(None)
-    return Claimed(claimed.call, False, claimed.team, claimed.deadline)
+    return Claimed(claimed.call, False, claimed.team, claimed.deadline, claimed.job_calls)

@@ -360,6 +360,7 @@ class Claim:
     call: Call
     team: Team
     deadline: datetime | None
+    job_calls: int = 0  # the job's calls when it was claimed (`Job.total_calls`)
 
 
 async def _check_team(session: AsyncSession, call_id: str, gate: TeamGate | None = None) -> bool:
@@ -397,10 +398,10 @@ async def _check_team(session: AsyncSession, call_id: str, gate: TeamGate | None
     return True
 
 
-def _claim_statement() -> Select[Call, datetime | None, Team]:
+def _claim_statement() -> Select[Call, datetime | None, int, Team]:
     """One statement: the call marked running, its job started, and the call, its job's
-    deadline and its team's row returned. Built once (`_CLAIM`), run with `call_id` and
-    `lease` (a timedelta)."""
+    deadline and number of calls and its team's row returned. Built once (`_CLAIM`), run with
+    `call_id` and `lease` (a timedelta)."""
     job_runs = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_RUNNABLE)).exists()
     claimed = (
         update(Call)
@@ -431,7 +432,7 @@ def _claim_statement() -> Select[Call, datetime | None, Team]:
     # The jobs and teams rows are read from the statement's snapshot, as of before `started`
     # changed the job: its deadline is not among what `started` changes.
     return (
-        select(call, Job.deadline_at, Team)
+        select(call, Job.deadline_at, Job.total_calls, Team)
         .join(Job, Job.id == call.job_id)
         .join(Team, Team.id == call.team_id)
         .add_cte(started)
@@ -468,9 +469,9 @@ async def claim(
             .values(status=CallStatus.CANCELLED, finished_at=func.now(), lease_until=None)
         )
         return None
-    call, deadline, team = row
+    call, deadline, job_calls, team = row
     wake(session, "job", call.job_id)
-    return Claim(call, team, deadline)
+    return Claim(call, team, deadline, job_calls)
 
 
 async def claim_call(session: AsyncSession, call_id: str, lease_seconds: float) -> Call | None:
@@ -572,20 +573,17 @@ _FINISH = text(
 )
 
 
-async def finish_call(
+async def _record_finish(
     session: AsyncSession,
     call_id: str,
     attempt: int,
     outcome: CallOutcome,
     *,
-    team: Team | None = None,
-    model: str | None = None,
-) -> Job | None:
-    """Record a running call's end once; add it to its job's totals; end the job if it was last.
-
-    `team` (the snapshot its claim read) and `model` (the call's) price it without a query.
-    Returns the job if this ended it.
-    """
+    team: Team | None,
+    model: str | None,
+) -> tuple[str, str, str] | None:
+    """`_FINISH` and the budget thresholds it crossed; (job id, job status, team id), or None
+    when the call was not this attempt's to finish any more."""
     billed = None
     if outcome.status == CallStatus.SUCCEEDED:
         billed = await price_call(
@@ -623,12 +621,72 @@ async def finish_call(
             session, team_id, start, billed or Decimal(0), period, spent, reserved, fired
         )
     wake(session, "job", job_id)
+    return job_id, status, team_id
+
+
+async def finish_call(
+    session: AsyncSession,
+    call_id: str,
+    attempt: int,
+    outcome: CallOutcome,
+    *,
+    team: Team | None = None,
+    model: str | None = None,
+) -> Job | None:
+    """Record a running call's end once; add it to its job's totals; end the job if it was last.
+
+    `team` (the snapshot its claim read) and `model` (the call's) price it without a query.
+    Returns the job if this ended it.
+    """
+    finished = await _record_finish(session, call_id, attempt, outcome, team=team, model=model)
+    if finished is None:
+        return None
+    job_id, status, team_id = finished
     # Whether it was the job's last call is decided by a statement of its own, after this one:
     # see `_end_facts`. Within this statement it cannot be: its snapshot was taken before the
     # job's lock was granted, so a call of the same job that another worker finished and
     # committed while this one waited for that lock still looks running here; each of the two
     # would then leave the job to the other, and no one would end it.
     return await _finish_if_done(session, job_id, team_id, JobStatus(status))
+
+
+# Whether a job has a call still queued or running: one probe of `ix_calls_job_id_active`.
+_LIVE_CALL = (
+    select(Call.id)
+    .where(Call.job_id == bindparam("job_id"), Call.status.in_(CALL_ACTIVE))
+    .order_by(Call.seq.desc())
+    .limit(1)
+)
+
+
+async def finish_call_alone(
+    session: AsyncSession,
+    call_id: str,
+    attempt: int,
+    outcome: CallOutcome,
+    *,
+    team: Team,
+    model: str | None = None,
+) -> str | None:
+    """`finish_call` for a call without a budget reservation, on an autocommit session: the
+    call's end and its job's totals are one statement that commits by itself, so the job's row
+    is locked only while Postgres runs it, never across a round trip to the worker. With every
+    worker slot on one big job, that lock is what its calls' ends queue on.
+
+    Returns the job's id when the job may end now (it is closed and no call of it is queued or
+    running any more), for `maybe_finish_job` in a transaction of its own; else None. The probe
+    is a statement of its own, after the commit: the last of several concurrent ends to commit
+    sees all the others committed, so at least one of them hands the job on (and
+    `maybe_finish_job`, under the job's lock, ends it once). A worker that dies between the two
+    leaves a job whose calls have all ended, which the reconciler ends (its step 3)."""
+    finished = await _record_finish(session, call_id, attempt, outcome, team=team, model=model)
+    if finished is None:
+        return None
+    job_id, status, _ = finished
+    if JobStatus(status) not in JOB_CLOSED_ACTIVE:
+        return None  # open (step style, more calls may come) or already ended
+    live = (await session.execute(_LIVE_CALL, {"job_id": job_id})).first()
+    return job_id if live is None else None
 
 
 async def fail_call(session: AsyncSession, call_id: str, error: dict[str, Any]) -> Job | None:

@@ -23,6 +23,8 @@ from shared.jobs.lifecycle import (
     TeamBusy,
     fail_call,
     finish_call,
+    finish_call_alone,
+    maybe_finish_job,
     release_call,
     renew_call_leases,
 )
@@ -127,7 +129,8 @@ async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
             log.warning("could not queue the swapped call again", extra={"call_id": call_id})
     extra = {"call_id": call.id, "job_id": call.job_id, "team_id": call.team_id}
     try:
-        return await _run_claimed(rt, call, deadline, extra, cache, claimed.team), swapped
+        run = _run_claimed(rt, call, deadline, extra, cache, claimed.team, claimed.job_calls)
+        return await run, swapped
     except Exception as exc:
         if infrastructure(exc):
             # Postgres or Redis is away. Hand the call back as soon as they return; if they stay
@@ -172,9 +175,11 @@ async def _run_claimed(
     extra: dict[str, str],
     cache: CachePolicy | None = None,
     team: Team | None = None,
+    job_calls: int = 0,
 ) -> str:
     """Ask the backend and record the outcome; `team` (the row the claim read) prices the
-    answer without a query."""
+    answer without a query, and `job_calls` (its job's calls) chooses how the end is written
+    (`_finish`)."""
     settings = rt.settings
     call_id, attempt = call.id, call.attempts
     timeout = _timeout(rt, call, deadline)
@@ -225,7 +230,13 @@ async def _run_claimed(
     finally:
         rt.inflight.pop(call_id, None)
     ended = await _finish(
-        rt, call_id, attempt, _success(result), team=team, model=call.model_requested
+        rt,
+        call_id,
+        attempt,
+        _success(result),
+        team=team,
+        model=call.model_requested,
+        job_calls=job_calls,
     )
     log.info("call succeeded", extra={**extra, "latency_ms": result.latency_ms})
     if ended is not None:
@@ -257,13 +268,31 @@ async def _finish(
     *,
     team: Team | None = None,
     model: str | None = None,
+    job_calls: int = 0,
 ) -> Job | None:
     """Record the outcome; through a short Postgres outage, keep the answer and try again
-    rather than paying the provider for it twice."""
+    rather than paying the provider for it twice.
+
+    A call of a job of several calls (`job_calls`), of a team without a budget, ends in a
+    statement that commits by itself (`finish_call_alone`): its job's row is locked only while
+    Postgres runs it, so the ends of one big job's calls do not queue on that lock across the
+    workers' round trips. Any other call ends in one transaction with its job's end when it
+    is the last (a one-call job: no round trip more; a budget: its reservation and
+    thresholds)."""
 
     async def write() -> Job | None:
+        if team is None or team.budget_usd is not None or job_calls <= 1:
+            async with transaction(rt.sessionmaker) as session:
+                return await finish_call(session, call_id, attempt, outcome, team=team, model=model)
+        # No budget, so no reservation (a claim reserves only for a team with one).
+        async with autocommit(rt.sessionmaker) as session:
+            job_id = await finish_call_alone(
+                session, call_id, attempt, outcome, team=team, model=model
+            )
+        if job_id is None:
+            return None
         async with transaction(rt.sessionmaker) as session:
-            return await finish_call(session, call_id, attempt, outcome, team=team, model=model)
+            return await maybe_finish_job(session, job_id)
 
     async for step in retrying(infrastructure, attempts=5):
         with step:

@@ -11,9 +11,11 @@ from sqlalchemy import delete, select
 
 from shared.billing import ledger
 from shared.config import Settings
-from shared.db import SessionMaker, create_engine, create_sessionmaker, transaction
-from shared.jobs.lifecycle import CallOutcome, finish_call
+from shared.db import SessionMaker, autocommit, create_engine, create_sessionmaker, transaction
+from shared.jobs.lifecycle import CallOutcome, finish_call, finish_call_alone
+from shared.llm.runner import _finish
 from shared.models import CallStatus, CreditEntry, Job, JobStatus, Team, WebhookEvent
+from shared.runtime import Runtime
 from tests.pgwire import WireCounter
 from tests.service.conftest import Factory
 
@@ -95,6 +97,77 @@ async def test_a_one_call_job_finishes_in_few_round_trips(
                 select(CreditEntry.amount).where(CreditEntry.job_id == job.id)
             )
             assert list(charged.scalars()) == [Decimal(-1)]
+    finally:
+        await engine.dispose()
+        wire.stop()
+        async with transaction(sessionmaker) as s:
+            await s.execute(delete(Team).where(Team.id == team.id))
+
+
+async def test_calls_of_a_big_job_ending_alone_together_end_it_once(
+    sessionmaker: SessionMaker, make_job: Factory, runtime: Runtime
+) -> None:
+    """The worker's path for a job of several calls and a team without a budget: each end
+    commits by itself, and whichever ends see no call left hand the job to its end."""
+    team = await _team_with_credits(sessionmaker)
+    try:
+        async with transaction(sessionmaker) as s:
+            _, job, calls = await make_job(12, team=team, db=s, call_status=CallStatus.RUNNING)
+        assert team.budget_usd is None
+
+        async def finish(call_id: str) -> Job | None:
+            return await _finish(
+                runtime, call_id, 1, OK, team=team, model="gpt-4o-mini", job_calls=12
+            )
+
+        ended = await asyncio.gather(*(finish(c.id) for c in calls))
+        assert sum(e is not None for e in ended) == 1
+        again = await finish(calls[0].id)  # a second answer for a finished call is discarded
+        assert again is None
+        async with transaction(sessionmaker) as s:
+            row = (
+                await s.execute(
+                    select(Job).where(Job.id == job.id).execution_options(populate_existing=True)
+                )
+            ).scalar_one()
+            assert row.status == JobStatus.SUCCEEDED
+            assert (row.total_tokens, row.cost_usd, row.credits_charged) == (36, Decimal("0.12"), 1)
+            events = await s.execute(select(WebhookEvent.type).where(WebhookEvent.job_id == job.id))
+            assert list(events.scalars()) == ["job.succeeded"]
+            locked = await ledger.lock_team(s, team.id)
+            assert locked.credits_balance == 9 == await ledger.ledger_sum(s, team.id)
+    finally:
+        async with transaction(sessionmaker) as s:
+            await s.execute(delete(Team).where(Team.id == team.id))
+
+
+async def test_a_call_ended_alone_leaves_its_job_unlocked_and_takes_two_round_trips(
+    sessionmaker: SessionMaker, make_job: Factory, service_db: str
+) -> None:
+    """Not the job's last call: its end and the probe for a live call, each committed by
+    itself; the job's row is free as soon as the end's statement has run."""
+    team = await _team_with_credits(sessionmaker)
+    wire = WireCounter()
+    wire.start()
+    engine = create_engine(Settings(database_url=wire.route(service_db)), pool_size=1)
+    try:
+        async with transaction(sessionmaker) as s:
+            _, job, calls = await make_job(3, team=team, db=s, call_status=CallStatus.RUNNING)
+        counted = create_sessionmaker(engine)
+        for call in calls[:2]:  # the first connects and prepares the statements: not counted
+            wire.reset()
+            async with autocommit(counted) as s:
+                last = await finish_call_alone(s, call.id, 1, OK, team=team, model="gpt-4o-mini")
+                assert last is None  # calls[2] is still running
+                # The session is still open; another transaction can lock the job at once.
+                async with transaction(sessionmaker) as other:
+                    await other.execute(
+                        select(Job.id).where(Job.id == job.id).with_for_update(nowait=True)
+                    )
+        assert wire.round_trips <= 2, wire.statements
+        async with autocommit(counted) as s:
+            last = await finish_call_alone(s, calls[2].id, 1, OK, team=team, model="gpt-4o-mini")
+        assert last == job.id
     finally:
         await engine.dispose()
         wire.stop()
