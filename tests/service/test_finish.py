@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import delete, select
 
 from shared.billing import ledger
@@ -37,32 +38,47 @@ async def _team_with_credits(sessionmaker: SessionMaker, **fields: object) -> Te
         return team
 
 
+async def _ended_once(sessionmaker: SessionMaker, job_id: str, team_id: str) -> None:
+    """The 12-call job of these tests ended once: its totals, one charge, one event."""
+    async with transaction(sessionmaker) as s:
+        row = (
+            await s.execute(
+                select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+            )
+        ).scalar_one()
+        assert row.status == JobStatus.SUCCEEDED
+        assert (row.total_tokens, row.cost_usd, row.credits_charged) == (36, Decimal("0.12"), 1)
+        events = await s.execute(select(WebhookEvent.type).where(WebhookEvent.job_id == job_id))
+        assert list(events.scalars()) == ["job.succeeded"]
+        locked = await ledger.lock_team(s, team_id)
+        assert locked.credits_balance == 9 == await ledger.ledger_sum(s, team_id)
+
+
+@pytest.mark.parametrize("path", ["one transaction", "alone"])
 async def test_calls_finishing_together_end_their_job_once(
-    sessionmaker: SessionMaker, make_job: Factory
+    sessionmaker: SessionMaker, make_job: Factory, runtime: Runtime, path: str
 ) -> None:
+    """Both ways a call ends: in one transaction with its job's end (`finish_call`), and the
+    worker's way for a job of several calls of a team without a budget (`_finish`: the end
+    commits by itself, and whichever ends see no call left hand the job to its end)."""
     team = await _team_with_credits(sessionmaker)
+    assert team.budget_usd is None
     try:
         async with transaction(sessionmaker) as s:
             _, job, calls = await make_job(12, team=team, db=s, call_status=CallStatus.RUNNING)
 
         async def finish(call_id: str) -> Job | None:
+            if path == "alone":
+                return await _finish(
+                    runtime, call_id, 1, OK, team=team, model="gpt-4o-mini", job_calls=12
+                )
             async with transaction(sessionmaker) as s:
                 return await finish_call(s, call_id, 1, OK)
 
         ended = await asyncio.gather(*(finish(c.id) for c in calls))
         assert sum(e is not None for e in ended) == 1
-        async with transaction(sessionmaker) as s:
-            row = (
-                await s.execute(
-                    select(Job).where(Job.id == job.id).execution_options(populate_existing=True)
-                )
-            ).scalar_one()
-            assert row.status == JobStatus.SUCCEEDED
-            assert (row.total_tokens, row.cost_usd, row.credits_charged) == (36, Decimal("0.12"), 1)
-            events = await s.execute(select(WebhookEvent.type).where(WebhookEvent.job_id == job.id))
-            assert list(events.scalars()) == ["job.succeeded"]
-            locked = await ledger.lock_team(s, team.id)
-            assert locked.credits_balance == 9 == await ledger.ledger_sum(s, team.id)
+        assert await finish(calls[0].id) is None  # a second answer for it is discarded
+        await _ended_once(sessionmaker, job.id, team.id)
     finally:
         async with transaction(sessionmaker) as s:
             await s.execute(delete(Team).where(Team.id == team.id))
@@ -100,43 +116,6 @@ async def test_a_one_call_job_finishes_in_few_round_trips(
     finally:
         await engine.dispose()
         wire.stop()
-        async with transaction(sessionmaker) as s:
-            await s.execute(delete(Team).where(Team.id == team.id))
-
-
-async def test_calls_of_a_big_job_ending_alone_together_end_it_once(
-    sessionmaker: SessionMaker, make_job: Factory, runtime: Runtime
-) -> None:
-    """The worker's path for a job of several calls and a team without a budget: each end
-    commits by itself, and whichever ends see no call left hand the job to its end."""
-    team = await _team_with_credits(sessionmaker)
-    try:
-        async with transaction(sessionmaker) as s:
-            _, job, calls = await make_job(12, team=team, db=s, call_status=CallStatus.RUNNING)
-        assert team.budget_usd is None
-
-        async def finish(call_id: str) -> Job | None:
-            return await _finish(
-                runtime, call_id, 1, OK, team=team, model="gpt-4o-mini", job_calls=12
-            )
-
-        ended = await asyncio.gather(*(finish(c.id) for c in calls))
-        assert sum(e is not None for e in ended) == 1
-        again = await finish(calls[0].id)  # a second answer for a finished call is discarded
-        assert again is None
-        async with transaction(sessionmaker) as s:
-            row = (
-                await s.execute(
-                    select(Job).where(Job.id == job.id).execution_options(populate_existing=True)
-                )
-            ).scalar_one()
-            assert row.status == JobStatus.SUCCEEDED
-            assert (row.total_tokens, row.cost_usd, row.credits_charged) == (36, Decimal("0.12"), 1)
-            events = await s.execute(select(WebhookEvent.type).where(WebhookEvent.job_id == job.id))
-            assert list(events.scalars()) == ["job.succeeded"]
-            locked = await ledger.lock_team(s, team.id)
-            assert locked.credits_balance == 9 == await ledger.ledger_sum(s, team.id)
-    finally:
         async with transaction(sessionmaker) as s:
             await s.execute(delete(Team).where(Team.id == team.id))
 
