@@ -103,17 +103,20 @@ class _EndFacts:
     now: datetime  # the transaction's now(): the job's finished_at
 
 
+# A call of the job (`job_id`) still queued or running, if any: one probe of
+# `ix_calls_job_id_active`, newest seq first (calls start roughly in seq order, so the last one
+# is active until the job's very end). Read before counting every call of a big job.
+_LIVE_CALL = (
+    select(Call.id)
+    .where(Call.job_id == bindparam("job_id"), Call.status.in_(CALL_ACTIVE))
+    .order_by(Call.seq.desc())
+    .limit(1)
+)
+
+
 def _end_facts_statement(only_if_done: bool) -> Select[Any]:
     """`_end_facts`' statement, run with `job_id` and `team_id`; built once per shape."""
-    # One index probe before counting every call of a big job: calls start roughly in seq
-    # order, so the last one is active until the job's very end.
-    live = (
-        select(Call.id)
-        .where(Call.job_id == bindparam("job_id"), Call.status.in_(CALL_ACTIVE))
-        .order_by(Call.seq.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    live = _LIVE_CALL.scalar_subquery()
     by_status = (
         select(Call.status, func.count().label("n"))
         .where(Call.job_id == bindparam("job_id"))
@@ -648,15 +651,6 @@ async def finish_call(
     # committed while this one waited for that lock still looks running here; each of the two
     # would then leave the job to the other, and no one would end it.
     return await _finish_if_done(session, job_id, team_id, JobStatus(status))
-
-
-# Whether a job has a call still queued or running: one probe of `ix_calls_job_id_active`.
-_LIVE_CALL = (
-    select(Call.id)
-    .where(Call.job_id == bindparam("job_id"), Call.status.in_(CALL_ACTIVE))
-    .order_by(Call.seq.desc())
-    .limit(1)
-)
 
 
 async def finish_call_alone(
