@@ -286,6 +286,10 @@ def test_the_portal_shows_only_its_team_and_its_link_works_once(
     first_secret = page.get_by_test_id("endpoint-secret").inner_text().strip()
     assert first_secret.startswith("whsec_")
     page.get_by_role("button", name="Send a test event").click()
+    # The form's redirect lands before anything polls the page: a reload while that
+    # navigation is still in flight detaches the page in Chromium.
+    expect(page.get_by_role("status").filter(has_text="webhook.test")).to_be_visible()
+    endpoint_page = page.url
     wait_until(
         lambda: any(b"webhook.test" in req.body for req in receiver.requests),
         timeout=60,
@@ -293,7 +297,7 @@ def test_the_portal_shows_only_its_team_and_its_link_works_once(
     )
 
     def attempt_shown() -> bool:
-        page.reload()
+        page.goto(endpoint_page)
         return page.locator("td").filter(has_text=re.compile(r"^200$")).count() > 0
 
     wait_until(attempt_shown, timeout=60, what="the attempt in the portal")
