@@ -21,6 +21,7 @@ webhook sink; the team has a webhook endpoint, so delivery is counted too. Then:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import tempfile
 import time
 import uuid
@@ -54,6 +55,16 @@ def _wait_arrival(sink_url: str, job_id: str, timeout: float = 60) -> None:
     raise AssertionError(f"the webhook of job {job_id} did not arrive")
 
 
+def _wait_arrivals(sink_url: str, job_ids: set[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        arrived = {a[0] for a in httpx.get(sink_url + "/arrivals", timeout=10).json()}
+        if job_ids <= arrived:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{len(job_ids - arrived)} webhooks did not arrive")
+
+
 def _job(client: httpx.Client, i: int) -> str:
     body = {
         "model": "gpt-4o-mini",
@@ -83,6 +94,13 @@ def main() -> None:
     )
     parser.add_argument("-n", type=int, default=50, help="jobs (and GETs) measured")
     parser.add_argument("--top", type=int, default=14, help="statements listed per process")
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=0,
+        help="then this many jobs submitted 16 at a time: Redis commands and worker round "
+        "trips per job with many calls running at once",
+    )
     args = parser.parse_args()
     n = args.n
 
@@ -151,6 +169,17 @@ def main() -> None:
             for _ in ids:
                 client.get("/api/jobs", params={"limit": 20}).raise_for_status()
             list_wire = (api_wire.round_trips, Counter(api_wire.statements))
+            if args.concurrent:
+                worker_wire.reset()
+                redis_before = _redis_commands(redis_client)
+                with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                    many = list(pool.map(lambda i: _job(client, i), range(args.concurrent)))
+                _wait_arrivals(sink_url, set(many))
+                busy = (
+                    _redis_commands(redis_client) - redis_before,
+                    worker_wire.round_trips,
+                    Counter(worker_wire.statements),
+                )
 
         print(f"\ndatabase round trips, {n} one-call jobs one at a time ({wall:.1f} s), webhook on")
         rows = []
@@ -179,6 +208,19 @@ def main() -> None:
         for title, per, _ in rows:
             print(f"| {title} | {per:.1f} |")
         print(f"| Redis commands per job (API and worker) | {redis_per:.1f} |")
+        if args.concurrent:
+            m = args.concurrent
+            redis_busy, worker_busy, worker_stmts = busy
+            print(
+                f"\n{m} one-call jobs submitted 16 at a time, webhook on (background loops "
+                "included):"
+            )
+            print(f"  worker round trips per job: {worker_busy / m:.1f}")
+            for sql, count in worker_stmts.most_common(args.top):
+                print(f"    {count / m:5.2f}  {sql}")
+            print(f"  Redis commands per job, all processes: {redis_busy.total() / m:.1f}")
+            for command, count in redis_busy.most_common(args.top):
+                print(f"    {count / m:5.2f}  {command}")
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import uuid
 from typing import Any, NoReturn
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from arq.worker import Retry as RetryTask
@@ -148,7 +149,7 @@ class LongPollQueue(ArqRedis):
                     await asyncio.wait_for(event.wait(), left if left > 0 else 0.0)
             event.clear()  # before the read: a wake-up that comes during it is not missed
             # `max` was "now" when arq asked; an entry queued since is scored after that.
-            found = await super().zrangebyscore(name, min, timestamp_ms(), start, num, True)
+            found = await self._startable(name, min, timestamp_ms(), start, num)
             if loop.time() >= due:
                 self._returned[name] = set(found)
                 self._everything_at[name] = loop.time()
@@ -158,6 +159,70 @@ class LongPollQueue(ArqRedis):
             if new:
                 returned.update(new)
                 return [entry for entry, _ in new]
+
+    async def _startable(
+        self, name: str, min: float | str, max: float | str, start: int | None, num: int | None
+    ) -> list[tuple[bytes, float]]:
+        """The due entries of `name` whose task is not running (in any worker), with scores.
+
+        arq keeps a running task's entry in the queue until it ends, and checks each entry it
+        reads in three round trips (WATCH, EXISTS of its in-progress key, ZSCORE) before it
+        can tell that one is running: with every slot busy, each read of everything paid that
+        for every running entry, more than the tasks' own round trips. The script leaves those
+        out in the read itself. arq's check still decides (an entry started elsewhere since is
+        refused by it, as before); an entry whose worker died reappears when its in-progress
+        key expires, as it did for arq's check."""
+        limit = [start, num] if start is not None and num is not None and num >= 0 else []
+        flat = await self._startable_script(
+            keys=[name], args=[min, max, in_progress_key_prefix, *limit]
+        )
+        return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    @functools.cached_property
+    def _startable_script(self) -> Any:
+        return self.register_script(_STARTABLE_SCRIPT)
+
+
+# ZRANGEBYSCORE WITHSCORES [LIMIT offset count], less the entries whose in-progress key exists,
+# with the limit applied to what is left: the running entries are the oldest, and as a plain
+# LIMIT a worker that asked for `count` entries got none while `count` ran in other workers
+# (arq's own read has that flaw). It reads on in steps of `count` until it has `count` startable
+# entries or the due entries run out, so it reads at most the running entries plus `count`.
+# The in-progress keys are named in the script (arq's own transactions already need every key
+# on one Redis node).
+_STARTABLE_SCRIPT = """
+local out = {}
+if not ARGV[4] then
+  local found = redis.call('zrangebyscore', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')
+  for i = 1, #found, 2 do
+    if redis.call('exists', ARGV[3] .. found[i]) == 0 then
+      out[#out + 1] = found[i]
+      out[#out + 1] = found[i + 1]
+    end
+  end
+  return out
+end
+local offset = tonumber(ARGV[4])
+local count = tonumber(ARGV[5])
+if count <= 0 then
+  return out
+end
+while #out < 2 * count do
+  local found = redis.call('zrangebyscore', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES',
+                           'LIMIT', offset, count)
+  for i = 1, #found, 2 do
+    if #out < 2 * count and redis.call('exists', ARGV[3] .. found[i]) == 0 then
+      out[#out + 1] = found[i]
+      out[#out + 1] = found[i + 1]
+    end
+  end
+  if #found < 2 * count then
+    break
+  end
+  offset = offset + count
+end
+return out
+"""
 
 
 def open_queue(

@@ -103,3 +103,37 @@ def test_last_statement_alone_only_before_the_first_statement() -> None:
         asyncio.run(_sessions(database_url))
     finally:
         drop_database(database_url)
+
+
+async def _startable() -> None:
+    from arq.constants import in_progress_key_prefix
+
+    name = "saas-llm-startable-test:" + uuid.uuid4().hex[:8]
+    settings = Settings(redis_url=REDIS_URL, worker_queue_name=name)
+    queue = queues.open_queue(settings, long_poll=True)
+    assert isinstance(queue, queues.LongPollQueue)
+    entries = [f"task{i}-{uuid.uuid4().hex[:6]}" for i in range(7)]
+    running = entries[:3]  # the oldest, as running tasks are: started elsewhere, still queued
+    later = "later-" + uuid.uuid4().hex[:6]
+    try:
+        await queue.zadd(name, {e: 1000 + i for i, e in enumerate(entries)})
+        await queue.zadd(name, {later: 10**15})  # deferred: not due
+        for e in running:
+            await queue.set(in_progress_key_prefix + e, b"1", px=60_000)
+        ids = lambda found: [e.decode() for e, _ in found]  # noqa: E731
+        # As many as asked for, past the running ones (a plain LIMIT 0 2 gave none here).
+        assert ids(await queue._startable(name, "-inf", 10**13, 0, 2)) == entries[3:5]
+        found = await queue._startable(name, "-inf", 10**13, 0, 3)
+        assert found == [(e.encode(), float(1003 + i)) for i, e in enumerate(entries[3:6])]
+        assert ids(await queue._startable(name, "-inf", 10**13, 0, 100)) == entries[3:]
+        assert ids(await queue._startable(name, "-inf", 10**13, None, None)) == entries[3:]
+        assert await queue._startable(name, "-inf", 10**13, 0, 0) == []
+        await queue.delete(in_progress_key_prefix + running[1])  # its worker died
+        assert ids(await queue._startable(name, "-inf", 10**13, 0, 2)) == [running[1], entries[3]]
+    finally:
+        await queue.delete(name, *(in_progress_key_prefix + e for e in running))
+        await queue.aclose()
+
+
+def test_queue_reads_skip_running_entries_and_fill_the_limit_past_them() -> None:
+    asyncio.run(_startable())
