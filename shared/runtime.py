@@ -46,6 +46,7 @@ class Runtime:
     reader: SessionMaker | None = None
 
     async def aclose(self) -> None:
+        await self.backend.aclose()
         await self.http.aclose()
         await self.queue.aclose()
         await self.engine.dispose()
@@ -58,7 +59,11 @@ def default_backend(settings: Settings, http: httpx.AsyncClient) -> LLMBackend:
 
         return InProcessBackend(settings.litellm_config_path)
     return ProxyBackend(
-        http, base_url=settings.litellm_proxy_url, master_key=settings.litellm_master_key
+        http,
+        base_url=settings.litellm_proxy_url,
+        master_key=settings.litellm_master_key,
+        # One connection per call a worker may run at once (WORKER_MAX_JOBS).
+        max_connections=max(100, settings.worker_max_jobs),
     )
 
 

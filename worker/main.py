@@ -189,6 +189,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     rt: Runtime | None = ctx.get("deps")
     if rt is not None:
         # The queue connection belongs to arq, which closes it after this hook.
+        await rt.backend.aclose()
         await rt.http.aclose()
         await rt.engine.dispose()
     sender: WebhookSender | None = ctx.get("webhook_sender")

@@ -11,9 +11,10 @@ import logging
 import time
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 
-from shared.llm.client import LLMResult, chat_completion
+from shared.llm.client import LLMResult, chat_completion, proxy_session
 
 log = logging.getLogger("saas_llm.llm")
 
@@ -29,18 +30,37 @@ class LLMBackend(Protocol):
         """The model names served; raises on failure to ask."""
         ...
 
+    async def aclose(self) -> None:
+        """Release what the backend holds open (connections); it may be used again after."""
+        ...
+
 
 class ProxyBackend:
-    """The LiteLLM proxy's OpenAI-compatible API, called with the master key."""
+    """The LiteLLM proxy's OpenAI-compatible API, called with the master key.
 
-    def __init__(self, http: httpx.AsyncClient, *, base_url: str, master_key: str) -> None:
+    Completions go through an aiohttp session of the backend's own (`proxy_session`: the
+    request of every call, ~10x less client CPU than httpx), made on first use in the running
+    loop and closed by `aclose`; the model list through the process's shared httpx client."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        master_key: str,
+        max_connections: int = 100,
+    ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.master_key = master_key
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
 
     async def complete(self, body: dict[str, Any], *, timeout: float) -> LLMResult:
+        if self._session is None or self._session.closed:
+            self._session = proxy_session(max_connections=self.max_connections)
         return await chat_completion(
-            self.http,
+            self._session,
             base_url=self.base_url,
             master_key=self.master_key,
             body=body,
@@ -55,6 +75,11 @@ class ProxyBackend:
         )
         response.raise_for_status()
         return sorted({m["id"] for m in response.json().get("data", [])})
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class ModelCatalog:

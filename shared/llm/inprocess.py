@@ -196,3 +196,6 @@ class InProcessBackend:
 
     async def models(self) -> list[str]:
         return sorted({str(m["model_name"]) for m in self.config["model_list"]})
+
+    async def aclose(self) -> None:
+        """Nothing of its own to release: LiteLLM keeps its provider clients per process."""

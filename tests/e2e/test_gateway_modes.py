@@ -134,6 +134,21 @@ async def test_same_requests_give_identical_tokens_costs_and_error_classes(
             assert [e.status for e in errors] == [status, status], marker  # type: ignore[attr-defined]
             if status == 429:
                 assert [e.retry_after for e in errors] == [7.0, 7.0]  # type: ignore[attr-defined]
+        # The proxy backend's own transport failures are transient too: no answer in time, and
+        # no proxy listening.
+        slow = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"{tag} [[delay:5000]]"}],
+        }
+        with pytest.raises(TransientLLMError) as caught:
+            await via_proxy.complete(slow, timeout=0.5)
+        assert caught.value.type == "timeout"
+        nobody = ProxyBackend(http, base_url=f"http://127.0.0.1:{free_port()}", master_key="x")
+        with pytest.raises(TransientLLMError) as caught:
+            await nobody.complete(_bodies(tag)[0], timeout=5)
+        assert caught.value.type == "provider_error" and caught.value.status is None
+        await nobody.aclose()
+        await via_proxy.aclose()
 
 
 @pytest.fixture(scope="module")
