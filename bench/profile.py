@@ -25,7 +25,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pydantic", ("pydantic/", "pydantic_core")),
     ("SQLAlchemy", ("sqlalchemy/",)),
     ("asyncpg (driver)", ("asyncpg/",)),
-    ("httpx/httpcore (HTTP client)", ("httpx/", "httpcore/", "h11/")),
+    (
+        "HTTP clients (httpx, aiohttp)",
+        ("httpx/", "httpcore/", "h11/", "aiohttp/", "yarl/", "multidict/"),
+    ),
     ("anyio (Starlette streams, httpx backend)", ("anyio/",)),
     ("redis / arq", ("redis/", "arq/", "hiredis")),
     ("litellm", ("litellm/",)),

@@ -1,0 +1,102 @@
+"""Client CPU per request of the worker's call to the proxy: httpx against aiohttp, same run.
+
+Starts the fake provider on loopback and sends it the same chat completion from one process,
+`--concurrency` at a time, with httpx (what the worker used) and with aiohttp (what it uses:
+`shared.llm.client.proxy_session`), alternating `--rounds` times. Prints this process's CPU
+(user + system, getrusage) per request and the rate of each, and their ratio. The provider's
+own CPU is not counted: the figure is what the client costs the worker per call.
+
+    python -m bench.http_client [--requests 1500] [--concurrency 16] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import uvloop
+
+from shared.llm.client import chat_completion, proxy_session
+from tests.harness import start_fake_provider
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bench http client"}]}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _timed(one: Callable[[], Awaitable[None]], n: int, c: int) -> tuple[float, float]:
+    await asyncio.gather(*(one() for _ in range(c)))  # warm: connections, imports
+    cpu, wall = _cpu(), time.perf_counter()
+    for _ in range(n // c):
+        await asyncio.gather(*(one() for _ in range(c)))
+    done = (n // c) * c
+    return (_cpu() - cpu) / done * 1000, done / (time.perf_counter() - wall)
+
+
+async def with_httpx(url: str, n: int, c: int) -> tuple[float, float]:
+    """The worker's old request: httpx's `post`, JSON in and out, as `chat_completion` did."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False) as http:
+
+        async def one() -> None:
+            r = await http.post(
+                url + "/v1/chat/completions",
+                json=BODY,
+                headers={"Authorization": "Bearer bench"},
+                timeout=30,
+            )
+            r.raise_for_status()
+            r.json()
+
+        return await _timed(one, n, c)
+
+
+async def with_aiohttp(url: str, n: int, c: int) -> tuple[float, float]:
+    """The worker's request now: `chat_completion` on a `proxy_session`."""
+    session = proxy_session()
+    try:
+
+        async def one() -> None:
+            await chat_completion(session, base_url=url, master_key="bench", body=BODY, timeout=30)
+
+        return await _timed(one, n, c)
+    finally:
+        await session.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    proc, url = start_fake_provider(Path(tempfile.mkdtemp(prefix="saas-llm-http-")))
+    figures: dict[str, list[tuple[float, float]]] = {"httpx": [], "aiohttp": []}
+    try:
+        for _ in range(args.rounds):
+            for name, run in (("httpx", with_httpx), ("aiohttp", with_aiohttp)):
+                ms, rate = uvloop.run(run(url, args.requests, args.concurrency))
+                figures[name].append((ms, rate))
+                print(f"{name:8s} client CPU {ms:5.2f} ms per request, {rate:7.0f} requests/s")
+    finally:
+        proc.stop()
+    best = {name: min(ms for ms, _ in runs) for name, runs in figures.items()}
+    print(
+        json.dumps({"httpx_ms": round(best["httpx"], 3), "aiohttp_ms": round(best["aiohttp"], 3)})
+    )
+    print(f"aiohttp / httpx client CPU per request: {best['aiohttp'] / best['httpx']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
