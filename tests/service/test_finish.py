@@ -4,7 +4,9 @@ one job finish at the same moment."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
@@ -27,6 +29,23 @@ OK = CallOutcome(
     total_tokens=3,
     cost_usd=Decimal("0.01"),
 )
+
+
+@contextlib.asynccontextmanager
+async def _counted(
+    sessionmaker: SessionMaker, service_db: str, team: Team
+) -> AsyncIterator[tuple[WireCounter, SessionMaker]]:
+    """Sessions on one connection whose round trips `WireCounter` counts; deletes `team` after."""
+    wire = WireCounter()
+    wire.start()
+    engine = create_engine(Settings(database_url=wire.route(service_db)), pool_size=1)
+    try:
+        yield wire, create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+        wire.stop()
+        async with transaction(sessionmaker) as s:
+            await s.execute(delete(Team).where(Team.id == team.id))
 
 
 async def _team_with_credits(sessionmaker: SessionMaker, **fields: object) -> Team:
@@ -91,16 +110,12 @@ async def test_a_one_call_job_finishes_in_few_round_trips(
     and event: BEGIN, the call, the end's facts, the end, the event (its endpoints and its
     row; no delivery without endpoints), COMMIT."""
     team = await _team_with_credits(sessionmaker)
-    wire = WireCounter()
-    wire.start()
-    engine = create_engine(Settings(database_url=wire.route(service_db)), pool_size=1)
-    try:
+    async with _counted(sessionmaker, service_db, team) as (wire, counted):
         async with transaction(sessionmaker) as s:
             calls = [
                 (await make_job(1, team=team, db=s, call_status=CallStatus.RUNNING))[2][0]
                 for _ in range(2)
             ]
-        counted = create_sessionmaker(engine)
         for call in calls:  # the first connects and prepares the statements: not counted
             wire.reset()
             async with transaction(counted) as s:
@@ -113,11 +128,6 @@ async def test_a_one_call_job_finishes_in_few_round_trips(
                 select(CreditEntry.amount).where(CreditEntry.job_id == job.id)
             )
             assert list(charged.scalars()) == [Decimal(-1)]
-    finally:
-        await engine.dispose()
-        wire.stop()
-        async with transaction(sessionmaker) as s:
-            await s.execute(delete(Team).where(Team.id == team.id))
 
 
 async def test_a_call_ended_alone_leaves_its_job_unlocked_and_takes_two_round_trips(
@@ -126,13 +136,9 @@ async def test_a_call_ended_alone_leaves_its_job_unlocked_and_takes_two_round_tr
     """Not the job's last call: its end and the probe for a live call, each committed by
     itself; the job's row is free as soon as the end's statement has run."""
     team = await _team_with_credits(sessionmaker)
-    wire = WireCounter()
-    wire.start()
-    engine = create_engine(Settings(database_url=wire.route(service_db)), pool_size=1)
-    try:
+    async with _counted(sessionmaker, service_db, team) as (wire, counted):
         async with transaction(sessionmaker) as s:
             _, job, calls = await make_job(3, team=team, db=s, call_status=CallStatus.RUNNING)
-        counted = create_sessionmaker(engine)
         for call in calls[:2]:  # the first connects and prepares the statements: not counted
             wire.reset()
             async with autocommit(counted) as s:
@@ -147,8 +153,3 @@ async def test_a_call_ended_alone_leaves_its_job_unlocked_and_takes_two_round_tr
         async with autocommit(counted) as s:
             last = await finish_call_alone(s, calls[2].id, 1, OK, team=team, model="gpt-4o-mini")
         assert last == job.id
-    finally:
-        await engine.dispose()
-        wire.stop()
-        async with transaction(sessionmaker) as s:
-            await s.execute(delete(Team).where(Team.id == team.id))
