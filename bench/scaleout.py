@@ -254,6 +254,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="calls of each run's job")
     parser.add_argument("--delay", type=int, default=1000, help="provider latency in ms")
     parser.add_argument("--slots", type=int, default=4, help="WORKER_MAX_JOBS of each worker")
+    parser.add_argument(
+        "--gateway",
+        choices=("proxy", "inprocess"),
+        default="proxy",
+        help="LLM_GATEWAY of the API and workers (inprocess: each worker runs LiteLLM's Router, "
+        "the single proxy process is out of the path; its column is then idle)",
+    )
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",")]
     ncpu = os.cpu_count() or 1
@@ -275,6 +282,12 @@ def main() -> None:
         queue = "saas-llm-bench-scaleout:" + uuid.uuid4().hex[:6]
         env = platform_env(db + "?pool_size=4&max_overflow=2", queue, proxy_url)
         env["WORKER_MAX_JOBS"] = str(args.slots)
+        if args.gateway == "inprocess":
+            env.update(
+                LLM_GATEWAY="inprocess",
+                LITELLM_CONFIG_PATH=str(config),
+                LITELLM_LOCAL_MODEL_COST_MAP="True",
+            )
         api_port = free_port()
         api = start_api(env, api_port, log_dir, name="api-scaleout")
         procs.append(api)
@@ -283,7 +296,8 @@ def main() -> None:
 
         print(
             f"{args.calls} calls per run, provider {args.delay} ms, {args.slots} slots per "
-            f"worker, one proxy process, one API process; {ncpu} cores; load average at start "
+            f"worker, gateway {args.gateway}, one proxy process, one API process; {ncpu} cores; "
+            "load average at start "
             f"{os.getloadavg()[0]:.1f}"
         )
         results: dict[int, dict[str, Any]] = {}
