@@ -439,15 +439,20 @@ for i = 1, #KEYS, 2 do
     added = added + 1
   end
 end
+if added > 0 then
+  redis.call('publish', ARGV[#ARGV - 2], ARGV[#ARGV])
+end
 return added
 """
+# The script wakes the workers itself (`wake_workers`' message, on its channel) when it added an
+# entry: a submission is one round trip to Redis, not two.
 _ENQUEUE_CHUNK = 500
 
 
 async def enqueue_new_calls(queue: ArqRedis, call_ids: list[str]) -> None:
     """`enqueue_calls` in one round trip per few hundred calls: the same queue entries (ids,
     messages, scores and expiry as arq writes them), added by one script instead of three round
-    trips per call; the workers are woken after each few hundred."""
+    trips per call, which also wakes the workers when it added any."""
     script = queue.register_script(_ENQUEUE_SCRIPT)
     for start in range(0, len(call_ids), _ENQUEUE_CHUNK):
         keys: list[str] = []
@@ -460,5 +465,7 @@ async def enqueue_new_calls(queue: ArqRedis, call_ids: list[str]) -> None:
                 RUN_CALL, (call_id,), {}, None, now_ms, serializer=queue.job_serializer
             )
             args += [queue.expires_extra_ms, message, now_ms]
-        await script(keys=keys, args=[*args, job_key_prefix, queue.default_queue_name])
-        await wake_workers(queue)
+        await script(
+            keys=keys,
+            args=[*args, wake_channel(queue), job_key_prefix, queue.default_queue_name],
+        )

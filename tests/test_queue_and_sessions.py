@@ -30,13 +30,32 @@ async def _entries(monkeypatch: pytest.MonkeyPatch) -> None:
     old = f"call_old{tag}"
     done = f"call_done{tag}"
     keys = [job_key_prefix + call_task_id(c, 0) for c in [*new, old, done]]
+    wakes = queue.pubsub()
+    await wakes.subscribe(queues.wake_channel(queue))
+    assert (await wakes.get_message(timeout=5))["type"] == "subscribe"
+
+    async def woken() -> list[bytes]:
+        """The wake-ups published so far: Redis answers the PING after every message it
+        published to this connection before it, so no wait on time decides what is seen."""
+        await wakes.ping()
+        got = []
+        while (message := await wakes.get_message(timeout=10)) is not None:
+            if message["type"] == "pong":
+                return got
+            got.append(message["data"])
+        raise AssertionError("no answer to the PING")
+
     try:
         await queue.set(result_key_prefix + call_task_id(done, 0), b"{}", px=60_000)
         await enqueue_call(queue, old)
+        await woken()
         await enqueue_new_calls(queue, [*new, done])
+        # Three scripts (chunks of two), each added entries: each woke the workers once.
+        assert await woken() == [name.encode()] * 3
         first = await queue.zrange(name, 0, -1, withscores=True)
-        await enqueue_new_calls(queue, new)  # again: nothing changes
+        await enqueue_new_calls(queue, new)  # again: nothing changes, nobody is woken
         assert await queue.zrange(name, 0, -1, withscores=True) == first
+        assert await woken() == []
         queued = {member.decode(): score for member, score in first}
         assert set(queued) == {call_task_id(c, 0) for c in [*new, old]}  # not the finished one
         reference = deserialize_job(
@@ -57,6 +76,7 @@ async def _entries(monkeypatch: pytest.MonkeyPatch) -> None:
             ttl = await queue.pttl(job_key_prefix + job_id)
             assert queue.expires_extra_ms - 60_000 < ttl <= queue.expires_extra_ms
     finally:
+        await wakes.aclose()
         await queue.delete(name, result_key_prefix + call_task_id(done, 0), *keys)
         await queue.aclose()
 
