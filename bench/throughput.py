@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from bench.profile import Profiler, summarise
@@ -168,11 +169,13 @@ async def fixed_rate(
     n = max(1, int(rate * seconds))
     latencies: list[float] = []
     late: list[float] = []
-    limits = httpx.Limits(max_connections=1000)
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(
-        base_url=api_url, limits=limits, timeout=60, headers=headers
-    ) as client:
+    # aiohttp: at 300/s httpx alone took ~0.75 of a core in this process (2.5 ms of CPU per
+    # request, `python -m bench.http_client`), on the same 2 cores as the API it measures.
+    connector = aiohttp.TCPConnector(limit=1000)
+    async with aiohttp.ClientSession(
+        base_url=api_url, connector=connector, headers=headers
+    ) as session:
         start = time.perf_counter()
 
         async def one(i: int) -> None:
@@ -180,15 +183,16 @@ async def fixed_rate(
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
             sent = time.perf_counter()
             late.append(sent - scheduled)  # the client itself falling behind its schedule
-            r = await client.post(
-                "/api/jobs", json={"requests": [body(tag, i, 0)], "job_type": tag}
-            )
-            r.raise_for_status()
+            payload = {"requests": [body(tag, i, 0)], "job_type": tag}
+            async with session.post("/api/jobs", json=payload) as r:
+                await r.read()
+                r.raise_for_status()
             latencies.append(time.perf_counter() - sent)
 
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - start
-        if wait_jobs:
+    if wait_jobs:
+        async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=headers) as client:
             await wait_done(client, tag)  # let the worker drain them before the next measurement
     return {
         "n": n,
@@ -562,18 +566,25 @@ def main() -> None:
             f"{p3['p99'] * 1000:.1f} ms (client behind schedule p99 {p3['late_p99'] * 1000:.1f} ms)"
         )
         worker_pid = stacks["proxy"][1]["worker"].popen.pid
+        api_proc = stacks["proxy"][1]["api"]
         os.kill(worker_pid, signal.SIGSTOP)
         try:
+            api_cpu = cpu_seconds(api_proc)
             p3_api = asyncio.run(
                 fixed_rate(api_url, key, args.p3_rate, args.p3_seconds, wait_jobs=False)
             )
+            # The API's CPU per submit: one API process is one core at most, so it saturates
+            # at 1000 / this many submits per second, whatever else the machine runs.
+            p3_api["api_cpu_ms"] = (cpu_seconds(api_proc) - api_cpu) / p3_api["n"] * 1000
         finally:
             os.kill(worker_pid, signal.SIGCONT)
         asyncio.run(drain(api_url, key))
         print(
             f"P3, worker paused: submit p50 {p3_api['p50'] * 1000:.1f} ms, p99 "
             f"{p3_api['p99'] * 1000:.1f} ms (achieved {p3_api['achieved']:.0f}/s; client behind "
-            f"schedule p99 {p3_api['late_p99'] * 1000:.1f} ms)"
+            f"schedule p99 {p3_api['late_p99'] * 1000:.1f} ms; API CPU {p3_api['api_cpu_ms']:.2f} "
+            f"ms per submit: one API process saturates at "
+            f"{1000 / max(p3_api['api_cpu_ms'], 1e-9):.0f}/s)"
         )
         # Fairness: a worker with few slots, one team's flood, another team's one-call jobs.
         for mode_procs in (m for _, m in stacks.values()):
@@ -624,8 +635,8 @@ def main() -> None:
         )
         print(
             f"| P3 with the worker paused (the API alone): submit p50 / p99 (achieved "
-            f"{p3_api['achieved']:.0f}/s) | {p3_api['p50'] * 1000:,.1f} / "
-            f"{p3_api['p99'] * 1000:,.1f} ms |"
+            f"{p3_api['achieved']:.0f}/s; API CPU {p3_api['api_cpu_ms']:.2f} ms per submit) | "
+            f"{p3_api['p50'] * 1000:,.1f} / {p3_api['p99'] * 1000:,.1f} ms |"
         )
         print(
             f"| fairness: another team's queue wait p50 / p99 / max during a {args.flood}-call "
