@@ -192,30 +192,24 @@ class LongPollQueue(ArqRedis):
 # on one Redis node).
 _STARTABLE_SCRIPT = """
 local out = {}
-if not ARGV[4] then
-  local found = redis.call('zrangebyscore', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')
+local count = tonumber(ARGV[5])
+local function keep(found)
   for i = 1, #found, 2 do
-    if redis.call('exists', ARGV[3] .. found[i]) == 0 then
+    if (not count or #out < 2 * count) and redis.call('exists', ARGV[3] .. found[i]) == 0 then
       out[#out + 1] = found[i]
       out[#out + 1] = found[i + 1]
     end
   end
+end
+if not count then
+  keep(redis.call('zrangebyscore', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES'))
   return out
 end
 local offset = tonumber(ARGV[4])
-local count = tonumber(ARGV[5])
-if count <= 0 then
-  return out
-end
-while #out < 2 * count do
+while count > 0 and #out < 2 * count do
   local found = redis.call('zrangebyscore', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES',
                            'LIMIT', offset, count)
-  for i = 1, #found, 2 do
-    if #out < 2 * count and redis.call('exists', ARGV[3] .. found[i]) == 0 then
-      out[#out + 1] = found[i]
-      out[#out + 1] = found[i + 1]
-    end
-  end
+  keep(found)
   if #found < 2 * count then
     break
   end
