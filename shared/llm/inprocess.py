@@ -19,6 +19,7 @@ from the config file) and never imports litellm.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from decimal import Decimal
@@ -33,6 +34,8 @@ from shared.retry import is_transient_status, parse_retry_after
 ENV_PREFIX = "os.environ/"
 # litellm_settings the proxy applies that mean nothing (or something else) in a worker.
 _SKIPPED_LITELLM_SETTINGS = frozenset({"cache", "cache_params", "callbacks", "success_callback"})
+# LiteLLM's loggers: it gives each a handler of its own that prints plain text to stdout.
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 # Router arguments taken from router_settings/litellm_settings (the rest are proxy-only).
 _ROUTER_KEYS = frozenset(
     {
@@ -134,6 +137,22 @@ def map_error(exc: Exception, timeout: float) -> TransientLLMError | PermanentLL
     return PermanentLLMError(message, status=status)
 
 
+def quiet_litellm_logs() -> None:
+    """Send LiteLLM's records through the worker's own (JSON) handler only, from WARNING up
+    (DEBUG when the worker logs at DEBUG).
+
+    LiteLLM prints each of them to stdout in its own format and passes it on to the root
+    handler as well: two lines per call ("litellm.acompletion(...) 200 OK", which the runner's
+    "call succeeded" already says), one of them not JSON."""
+    level = logging.DEBUG if logging.getLogger().level == logging.DEBUG else logging.WARNING
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = True
+
+
 class InProcessBackend:
     """LiteLLM's Router in this process, built from a proxy config file."""
 
@@ -152,6 +171,7 @@ class InProcessBackend:
             if key not in _SKIPPED_LITELLM_SETTINGS and not key.startswith("cache"):
                 setattr(litellm, key, resolve_env(value))
         litellm.suppress_debug_info = True
+        quiet_litellm_logs()
         return Router(**router_kwargs(self.config))
 
     @property

@@ -202,3 +202,9 @@ def test_a_job_in_inprocess_mode_stores_the_same_call_records_as_proxy_mode(
         assert a[cid]["cost_usd"] == b[cid]["cost_usd"]
         assert a[cid]["model_used"] == b[cid]["model_used"]
         assert a[cid]["litellm_call_id"] and b[cid]["litellm_call_id"]
+    # LiteLLM ran in the worker and wrote nothing per call (the runner's JSON "call succeeded"
+    # says it): before, each call printed "litellm.acompletion(...) 200 OK" twice, once as
+    # plain text on stdout.
+    worker_log = inprocess_stack.procs["worker"].log_path.read_text()
+    assert "call succeeded" in worker_log
+    assert "LiteLLM" not in worker_log and "litellm.acompletion" not in worker_log
