@@ -1,10 +1,13 @@
-"""Client CPU per request of the worker's call to the proxy: httpx against aiohttp, same run.
+"""Client CPU per request of the worker's call to the model: httpx against aiohttp to the proxy,
+and LiteLLM's Router in the process (in-process mode), same run.
 
 Starts the fake provider on loopback and sends it the same chat completion from one process,
-`--concurrency` at a time, with httpx (what the worker used) and with aiohttp (what it uses:
-`shared.llm.client.proxy_session`), alternating `--rounds` times. Prints this process's CPU
-(user + system, getrusage) per request and the rate of each, and their ratio. The provider's
-own CPU is not counted: the figure is what the client costs the worker per call.
+`--concurrency` at a time, with httpx (what the worker used), with aiohttp (what it uses:
+`shared.llm.client.proxy_session`) and through `InProcessBackend` (LiteLLM's Router built from
+a config naming the fake provider, logging as in the worker), alternating `--rounds` times.
+Prints this process's CPU (user + system, getrusage) per request and the rate of each, and the
+ratios. The provider's own CPU is not counted: the figure is what the client costs the worker
+per call. (In proxy mode the proxy's own CPU per request comes on top: `bench.throughput`.)
 
     python -m bench.http_client [--requests 1500] [--concurrency 16] [--rounds 2]
 """
@@ -23,8 +26,10 @@ from pathlib import Path
 import httpx
 import uvloop
 
+from shared import logs
 from shared.llm.client import chat_completion, proxy_session
-from tests.harness import start_fake_provider
+from shared.llm.inprocess import InProcessBackend
+from tests.harness import fake_proxy_config, start_fake_provider
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bench http client"}]}
 
@@ -73,6 +78,16 @@ async def with_aiohttp(url: str, n: int, c: int) -> tuple[float, float]:
         await session.close()
 
 
+async def with_inprocess(config: Path, n: int, c: int) -> tuple[float, float]:
+    """In-process mode's request: LiteLLM's Router in this process (`InProcessBackend`)."""
+    backend = InProcessBackend(config)
+
+    async def one() -> None:
+        await backend.complete(BODY, timeout=30)
+
+    return await _timed(one, n, c)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,21 +96,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    proc, url = start_fake_provider(Path(tempfile.mkdtemp(prefix="saas-llm-http-")))
-    figures: dict[str, list[tuple[float, float]]] = {"httpx": [], "aiohttp": []}
+    logs.configure("INFO")  # as in the worker: LiteLLM's records go through this handler
+    log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-http-"))
+    proc, url = start_fake_provider(log_dir)
+    config = fake_proxy_config(log_dir, url)
+    figures: dict[str, list[tuple[float, float]]] = {"httpx": [], "aiohttp": [], "inprocess": []}
+    clients: dict[str, Callable[[], Awaitable[tuple[float, float]]]] = {
+        "httpx": lambda: with_httpx(url, args.requests, args.concurrency),
+        "aiohttp": lambda: with_aiohttp(url, args.requests, args.concurrency),
+        "inprocess": lambda: with_inprocess(config, args.requests, args.concurrency),
+    }
     try:
         for _ in range(args.rounds):
-            for name, run in (("httpx", with_httpx), ("aiohttp", with_aiohttp)):
-                ms, rate = uvloop.run(run(url, args.requests, args.concurrency))
+            for name, run in clients.items():
+                ms, rate = uvloop.run(run())
                 figures[name].append((ms, rate))
-                print(f"{name:8s} client CPU {ms:5.2f} ms per request, {rate:7.0f} requests/s")
+                print(f"{name:9s} client CPU {ms:5.2f} ms per request, {rate:7.0f} requests/s")
     finally:
         proc.stop()
     best = {name: min(ms for ms, _ in runs) for name, runs in figures.items()}
-    print(
-        json.dumps({"httpx_ms": round(best["httpx"], 3), "aiohttp_ms": round(best["aiohttp"], 3)})
-    )
+    print(json.dumps({f"{name}_ms": round(ms, 3) for name, ms in best.items()}))
     print(f"aiohttp / httpx client CPU per request: {best['aiohttp'] / best['httpx']:.2f}")
+    print(
+        f"in-process Router / aiohttp client CPU per request: {best['inprocess'] / best['aiohttp']:.1f}"
+    )
 
 
 if __name__ == "__main__":
