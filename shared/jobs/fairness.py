@@ -23,22 +23,40 @@ one index probe for each team's next call. A team whose oldest queued calls belo
 makes its probe walk past them. The claim is then one more statement (`claim`), or three for a
 team with `max_calls_in_flight` (its lock and count come first); a swap adds `NEXT`. When
 the claim is that one statement (`Choice.one_statement`: no swap, no in-flight limit, no budget
-to reserve), the runner runs both statements without a transaction (no BEGIN or COMMIT round
-trip): `CHOOSE` takes no lock, and the claim is a guarded UPDATE, atomic on its own.
+to reserve) of an active team, it is part of `CHOOSE`'s statement itself (`choose_and_claim`):
+one round trip for the common case, run without a transaction (no BEGIN or COMMIT round trip):
+`CHOOSE` takes no lock, and the claim is a guarded UPDATE, atomic on its own. Otherwise the
+runner claims with the choice in hand (`claim_fair`), in a transaction when it needs one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    Row,
+    String,
+    and_,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from shared.jobs.lifecycle import JOB_RUNNABLE, TeamBusy, TeamGate, claim
-from shared.models import Call, Team
+from shared.db import wake
+from shared.jobs.lifecycle import JOB_RUNNABLE, TeamBusy, TeamGate, claim, claim_ctes
+from shared.models import Call, Job, Team
 
 # JOB_RUNNABLE is written out in the statements below: checked here, at import.
 assert {str(s) for s in JOB_RUNNABLE} == {"open", "queued", "running"}
@@ -53,7 +71,7 @@ WITH RECURSIVE own AS (
     SELECT c.team_id, c.priority, t.status, t.max_calls_in_flight AS lim,
            t.budget_usd IS NOT NULL AS budgeted
     FROM calls c JOIN teams t ON t.id = c.team_id
-    WHERE c.id = :id AND c.status = 'queued'
+    WHERE c.id = :call_id AND c.status = 'queued'
 ), queued(team_id) AS (
     (SELECT team_id FROM calls WHERE status = 'queued' AND EXISTS (SELECT FROM own)
      ORDER BY team_id LIMIT 1)
@@ -87,6 +105,63 @@ SELECT own.team_id AS own_team, own.priority AS own_priority, own.status AS own_
 FROM own LEFT JOIN fair ON true
 """
 )
+
+
+def _choose_and_claim_statement() -> Any:
+    """`CHOOSE` and, in the same statement, the claim of the entry's own call when `_pick`
+    would choose it and the claim is one statement (`Choice.one_statement`) of an active team:
+    the common case costs one round trip, not two. Each row is `CHOOSE`'s, followed by the
+    claimed call, its job's deadline and number of calls and its team's row (all None when
+    nothing was claimed). Built once (`_CHOOSE_CLAIM`), run with `call_id` and `lease`."""
+    choice = CHOOSE.columns(
+        column("own_team", String),
+        column("own_priority", Integer),
+        column("own_status", String),
+        column("own_lim", Integer),
+        column("own_budgeted", Boolean),
+        column("team_id", String),
+        column("lim", Integer),
+        column("running", Integer),
+        column("priority", Integer),
+        column("created_at", DateTime(timezone=True)),
+    ).cte("choice")
+    c = choice.c
+    fewest = select(func.min(c.running)).scalar_subquery()
+    # `_pick`'s choice of the own call: no team may start a call (one row, without a team), or
+    # its own team has the fewest running and no call of a higher priority.
+    own_is_fair = (
+        select(literal_column("1"))
+        .select_from(choice)
+        .where(
+            c.own_status == "active",
+            c.own_lim.is_(None),
+            c.own_budgeted.is_(False),
+            or_(
+                c.team_id.is_(None),
+                and_(
+                    c.team_id == c.own_team,
+                    c.own_priority <= c.priority,
+                    c.running == fewest,
+                ),
+            ),
+        )
+        .exists()
+    )
+    claimed, started = claim_ctes(own_is_fair)
+    call = aliased(Call, claimed)
+    # As in `lifecycle._claim_statement`: jobs and teams as of before `started`.
+    return (
+        select(*c, call, Job.deadline_at, Job.total_calls, Team)
+        .select_from(choice)
+        .outerjoin(call, true())
+        .outerjoin(Job, Job.id == call.job_id)
+        .outerjoin(Team, Team.id == call.team_id)
+        .add_cte(started)
+        .execution_options(populate_existing=True)
+    )
+
+
+_CHOOSE_CLAIM = _choose_and_claim_statement()
 
 # The team's next call that no other worker is claiming right now.
 NEXT = text(
@@ -156,8 +231,27 @@ def _pick(rows: Sequence[Row[Any]]) -> Choice:
 
 async def choose(session: AsyncSession, call_id: str) -> Choice:
     """The fair choice for the queue entry of `call_id`, in one statement."""
-    rows = (await session.execute(CHOOSE, {"id": call_id})).all()
+    rows = (await session.execute(CHOOSE, {"call_id": call_id})).all()
     return _pick(rows) if rows else Choice(None)
+
+
+async def choose_and_claim(
+    session: AsyncSession, call_id: str, lease_seconds: float
+) -> tuple[Choice, Claimed | None]:
+    """The fair choice for the queue entry of `call_id` and, when it is the entry's own call
+    and its claim is one statement, that claim, in one statement (`_CHOOSE_CLAIM`). None: not
+    claimed (another call is the fair choice, the claim needs more than one statement, or the
+    call could not be claimed: `claim_fair` with the choice then does what `claim` does)."""
+    params = {"call_id": call_id, "lease": timedelta(seconds=lease_seconds)}
+    rows = (await session.execute(_CHOOSE_CLAIM, params)).all()
+    if not rows:
+        return Choice(None), Claimed(None)  # not queued any more: the entry is dropped
+    choice = _pick(rows)
+    call, deadline, job_calls, team = rows[0][-4:]
+    if call is None:
+        return choice, None
+    wake(session, "job", call.job_id)
+    return choice, Claimed(call, False, team, deadline, job_calls)
 
 
 async def claim_fair(
@@ -170,7 +264,9 @@ async def claim_fair(
     Raises `TeamBusy` as `claim_call` does, when the entry's own call is to run and its team is
     at its in-flight limit."""
     if choice is None:
-        choice = await choose(session, call_id)
+        choice, claimed_now = await choose_and_claim(session, call_id, lease_seconds)
+        if claimed_now is not None:
+            return claimed_now
     if choice.own is None:
         return Claimed(None)  # not queued any more: the entry is dropped
     if choice.instead is not None:

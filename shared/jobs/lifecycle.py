@@ -401,14 +401,16 @@ async def _check_team(session: AsyncSession, call_id: str, gate: TeamGate | None
     return True
 
 
-def _claim_statement() -> Select[Call, datetime | None, int, Team]:
-    """One statement: the call marked running, its job started, and the call, its job's
-    deadline and number of calls and its team's row returned. Built once (`_CLAIM`), run with
-    `call_id` and `lease` (a timedelta)."""
+def claim_ctes(*only_if: Any) -> tuple[CTE, CTE]:
+    """The claim's two writes, as CTEs: `claimed` (the call marked running, one more attempt,
+    every column returned) and `started` (its job started). Run with `call_id` and `lease` (a
+    timedelta); `only_if`: more conditions of the claim (`shared.jobs.fairness`)."""
     job_runs = select(Job.id).where(Job.id == Call.job_id, Job.status.in_(JOB_RUNNABLE)).exists()
     claimed = (
         update(Call)
-        .where(Call.id == bindparam("call_id"), Call.status == CallStatus.QUEUED, job_runs)
+        .where(
+            Call.id == bindparam("call_id"), Call.status == CallStatus.QUEUED, job_runs, *only_if
+        )
         .values(
             status=CallStatus.RUNNING,
             attempts=Call.attempts + 1,
@@ -431,6 +433,14 @@ def _claim_statement() -> Select[Call, datetime | None, int, Team]:
         .returning(Job.id)
         .cte("started")
     )
+    return claimed, started
+
+
+def _claim_statement() -> Select[Call, datetime | None, int, Team]:
+    """One statement: the call marked running, its job started, and the call, its job's
+    deadline and number of calls and its team's row returned. Built once (`_CLAIM`), run with
+    `call_id` and `lease` (a timedelta)."""
+    claimed, started = claim_ctes()
     call = aliased(Call, claimed)
     # The jobs and teams rows are read from the statement's snapshot, as of before `started`
     # changed the job: its deadline is not among what `started` changes.

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import autocommit, classify_db_error, transaction
-from shared.jobs.fairness import choose, claim_fair
+from shared.jobs.fairness import choose_and_claim, claim_fair
 from shared.jobs.lifecycle import (
     CallOutcome,
     TeamBusy,
@@ -95,11 +95,11 @@ async def run_call(rt: Runtime, call_id: str) -> tuple[str, bool]:
     swapped = False
     try:
         # The fair choice takes no lock: it needs no transaction, nor does the claim when it is
-        # one statement (the common case), which saves the BEGIN and COMMIT round trips.
+        # one statement (the common case), which saves the BEGIN and COMMIT round trips; then
+        # both are one statement (`choose_and_claim`).
         async with autocommit(rt.sessionmaker) as session:
-            choice = await choose(session, call_id)
-            claimed = None
-            if choice.own is None or choice.one_statement:
+            choice, claimed = await choose_and_claim(session, call_id, lease)
+            if claimed is None and (choice.own is None or choice.one_statement):
                 claimed = await claim_fair(session, call_id, lease, choice)
         if claimed is None or (claimed.team is not None and claimed.team.budget_usd is not None):
             async with transaction(rt.sessionmaker) as session:

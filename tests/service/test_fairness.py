@@ -3,11 +3,13 @@ team to the highest priority (`shared.jobs.fairness`)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.jobs.fairness import claim_fair
+from shared.jobs.fairness import choose_and_claim, claim_fair
 from shared.jobs.lifecycle import TeamBusy
 from shared.jobs.schemas import ChatRequest, JobCreate, StepJobCreate
 from shared.jobs.service import JobService
@@ -138,3 +140,32 @@ async def test_a_team_at_its_limit_is_busy_and_under_it_claims(
         await claim_fair(session, second.id, 30)
     await session.refresh(second)
     assert second.status == CallStatus.QUEUED and second.attempts == 0
+
+
+async def test_the_choice_claims_in_its_own_statement_exactly_when_that_claim_is_one_statement(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    """`choose_and_claim` claims the entry's own call in the choice's statement only when
+    `_pick` chooses that call and its claim is one statement (`Choice.one_statement`);
+    otherwise it claims nothing and leaves the call queued for `claim_fair`."""
+    _, _, (plain,) = await make_job(1)
+    choice, claimed = await choose_and_claim(session, plain.id, 30)
+    assert choice.one_statement and claimed is not None and claimed.call is not None
+    assert claimed.call.id == plain.id and claimed.call.status == CallStatus.RUNNING
+    assert claimed.team is not None and claimed.job_calls == 1
+    # A team with an in-flight limit, or with a budget (its claim reserves), or a call that is
+    # not the fair choice: chosen, not claimed.
+    _, _, (limited,) = await make_job(1, max_calls_in_flight=2)
+    _, _, (budgeted,) = await make_job(1, budget_usd=Decimal("5"))
+    busy, _, _ = await make_job(3, call_status=CallStatus.RUNNING)
+    _, _, (behind,) = await make_job(1, team=busy)
+    for call, instead in ((limited, False), (budgeted, False), (behind, True)):
+        choice, claimed = await choose_and_claim(session, call.id, 30)
+        assert claimed is None and not choice.one_statement, call
+        assert (choice.instead is not None) is instead
+        assert choice.own is not None and choice.own.team_id == call.team_id
+        await session.refresh(call)
+        assert call.status == CallStatus.QUEUED
+    # A call not queued any more: nothing to choose.
+    choice, claimed = await choose_and_claim(session, plain.id, 30)
+    assert choice.own is None and claimed is not None and claimed.call is None
