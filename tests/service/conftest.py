@@ -54,6 +54,9 @@ class FakeBackend:
     async def models(self) -> list[str]:
         return MODELS
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
 
 @dataclass
 class CountingLimiter:
