@@ -3,11 +3,11 @@
 The queue holds one entry per queued call, in the order the calls were queued, so a team that
 queues 20,000 calls would otherwise make every other team wait for all of them. An entry is
 therefore a *slot token*: when it is taken, the worker runs the call it names only if that call
-is the fair choice, and otherwise the fair choice instead (`choose`). The call it names then gets
-a fresh entry at once, as soon as the claim commits (`Claimed.swapped`; the runner queues it
-before it runs the other call, whose latency it must not wait for), so the number of entries
-still equals the number of queued calls; an entry whose call was already run that way finds its
-call no longer queued and is dropped, as a repeated entry always was.
+is the fair choice, and otherwise the fair choice instead (`choose_and_claim`). The call it
+names then gets a fresh entry at once, as soon as the claim commits (`Claimed.swapped`; the
+runner queues it before it runs the other call, whose latency it must not wait for), so the
+number of entries still equals the number of queued calls; an entry whose call was already run
+that way finds its call no longer queued and is dropped, as a repeated entry always was.
 
 The fair choice, from Postgres, at the moment a slot is free:
 1. Across teams: the active team, under its `max_calls_in_flight`, with a runnable queued call
@@ -229,12 +229,6 @@ def _pick(rows: Sequence[Row[Any]]) -> Choice:
     return Choice(own, TeamGate(pick.team_id, "active", pick.lim), budgeted)
 
 
-async def choose(session: AsyncSession, call_id: str) -> Choice:
-    """The fair choice for the queue entry of `call_id`, in one statement."""
-    rows = (await session.execute(CHOOSE, {"call_id": call_id})).all()
-    return _pick(rows) if rows else Choice(None)
-
-
 async def choose_and_claim(
     session: AsyncSession, call_id: str, lease_seconds: float
 ) -> tuple[Choice, Claimed | None]:
@@ -258,8 +252,8 @@ async def claim_fair(
     session: AsyncSession, call_id: str, lease_seconds: float, choice: Choice | None = None
 ) -> Claimed:
     """Claim the fair choice for the queue entry of `call_id` (see the module's docstring);
-    `choice`: `choose`'s answer when the caller already has it (read in any transaction: it
-    takes no lock, and the claim re-checks every condition it relies on).
+    `choice`: `choose_and_claim`'s choice when the caller already has it (read in any
+    transaction: it takes no lock, and the claim re-checks every condition it relies on).
 
     Raises `TeamBusy` as `claim_call` does, when the entry's own call is to run and its team is
     at its in-flight limit."""
