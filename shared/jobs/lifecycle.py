@@ -31,6 +31,7 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    column,
     func,
     select,
     text,
@@ -53,6 +54,7 @@ from shared.models import (
     JOB_CLOSED_ACTIVE,
     JOB_LIVE,
     JOB_TERMINAL,
+    BudgetPeriod,
     Call,
     CallStatus,
     Job,
@@ -544,8 +546,7 @@ async def release_call(
 # The job's row is locked by `job` (after the call's: the lock order), the budget row by
 # `budget` (after the job's: it reads `job`). RETURNING gives the job's status as it is once
 # locked.
-_FINISH = text(
-    """
+_FINISH_CTES = """
     WITH old AS (
         SELECT id, job_id, team_id, budget_reserved_usd AS reserved, budget_period_start AS ps
         FROM calls WHERE id = :id AND status = 'running' AND attempts = :attempt
@@ -557,7 +558,7 @@ _FINISH = text(
             latency_ms = :latency_ms, litellm_call_id = :litellm_call_id, cached = :cached,
             finished_at = now(), lease_until = NULL, budget_reserved_usd = NULL
         FROM old WHERE c.id = old.id
-        RETURNING old.job_id, old.team_id, old.reserved, old.ps
+        RETURNING old.job_id, old.team_id, old.reserved, old.ps, c.billed_usd, c.total_tokens
     ), job AS (
         UPDATE jobs j SET prompt_tokens = j.prompt_tokens + coalesce(:pt, 0),
             completion_tokens = j.completion_tokens + coalesce(:ct, 0),
@@ -565,25 +566,85 @@ _FINISH = text(
             cost_usd = j.cost_usd + coalesce(:cost, 0),
             billed_usd = j.billed_usd + coalesce(:billed, 0)
         FROM call WHERE j.id = call.job_id
-        RETURNING j.id, j.status, call.team_id, call.reserved, call.ps
+        RETURNING {job_columns}, call.reserved, call.ps
     ), budget AS (
         UPDATE budget_periods b SET reserved_usd = b.reserved_usd - job.reserved,
             spent_usd = b.spent_usd + :spent
         FROM job
         WHERE job.reserved IS NOT NULL AND b.team_id = job.team_id AND b.period_start = job.ps
         RETURNING b.period, b.spent_usd, b.reserved_usd, b.thresholds_fired
-    )
-    SELECT job.id, job.status, job.team_id, job.ps, budget.period, budget.spent_usd,
-           budget.reserved_usd, budget.thresholds_fired
-    FROM job LEFT JOIN budget ON true
-    """
-).bindparams(
+    )"""
+_FINISH_BINDS = (
     bindparam("response", type_=Call.__table__.c.response.type),
     bindparam("error", type_=Call.__table__.c.error.type),
     bindparam("cost", type_=Money),
     bindparam("billed", type_=Money),
     bindparam("spent", type_=Money),
 )
+# The fragments put in below are column names of our own tables, never input.
+_FINISH = text(
+    _FINISH_CTES.format(job_columns="j.id, j.status, call.team_id")  # noqa: S608
+    + """
+    SELECT job.id, job.status, job.team_id, job.ps, budget.period, budget.spent_usd,
+           budget.reserved_usd, budget.thresholds_fired
+    FROM job LEFT JOIN budget ON true"""
+).bindparams(*_FINISH_BINDS)
+
+
+def _finish_last_statement() -> Any:
+    """`_FINISH` for the call of a one-call job, which also reads what the job's end needs
+    (`_EndFacts`) in the same statement: the job's row as its UPDATE left it, and the team's,
+    locked after the budget row (the lock order: `team` reads `budget`, so it runs after it).
+
+    Both rows are locked by this statement, and a locked row is read at its latest version
+    (the UPDATE's; FOR NO KEY UPDATE's, as `_end_facts` reads the team). What the statement's
+    snapshot cannot show, other calls of the job ended meanwhile, does not arise: a closed job
+    with one call has no other (`finish_call` checks both on the job's row)."""
+    jobs, teams, periods = Job.__table__.c, Team.__table__.c, BudgetPeriod.__table__.c
+    returned = ", ".join(f"j.{c.name}" for c in jobs)
+    returned += ", call.billed_usd AS call_billed, call.total_tokens AS call_tokens"
+    selected = ", ".join([f"job.{c.name}" for c in jobs] + [f"team.{c.name}" for c in teams])
+    sql = (
+        _FINISH_CTES.format(job_columns=returned)  # noqa: S608
+        + f""", team AS (
+        SELECT t.* FROM teams t JOIN job ON t.id = job.team_id LEFT JOIN budget ON true
+        FOR NO KEY UPDATE OF t
+    )
+    SELECT {selected}, job.call_billed, job.call_tokens, now() AS finish_now, job.ps,
+           budget.period, budget.spent_usd, budget.reserved_usd, budget.thresholds_fired
+    FROM job JOIN team ON true LEFT JOIN budget ON true"""  # noqa: S608
+    )
+    extra = [
+        column("call_billed", Call.__table__.c.billed_usd.type),
+        column("call_tokens", Call.__table__.c.total_tokens.type),
+        column("finish_now", jobs.finished_at.type),
+        column("ps", Call.__table__.c.budget_period_start.type),
+        column("period", periods.period.type),
+        column("spent_usd", periods.spent_usd.type),
+        column("reserved_usd", periods.reserved_usd.type),
+        column("thresholds_fired", periods.thresholds_fired.type),
+    ]
+    # Matched to the entities by position (`columns`), so the same names in both are fine.
+    textual = text(sql).bindparams(*_FINISH_BINDS).columns(*jobs, *teams, *extra)
+    return (
+        select(Job, Team, *extra).from_statement(textual).execution_options(populate_existing=True)
+    )
+
+
+_FINISH_LAST = _finish_last_statement()
+
+
+@dataclass(frozen=True)
+class _Finished:
+    job_id: str
+    status: str  # the job's, as the statement locked it
+    team_id: str
+    # With `_FINISH_LAST`: what the job's end needs but its calls (`_EndFacts`).
+    job: Job | None = None
+    team: Team | None = None
+    now: datetime | None = None
+    billed: Decimal | None = None  # the call's, as stored
+    tokens: int | None = None
 
 
 async def _record_finish(
@@ -594,9 +655,10 @@ async def _record_finish(
     *,
     team: Team | None,
     model: str | None,
-) -> tuple[str, str, str] | None:
-    """`_FINISH` and the budget thresholds it crossed; (job id, job status, team id), or None
-    when the call was not this attempt's to finish any more."""
+    last: bool = False,
+) -> _Finished | None:
+    """`_FINISH` (`_FINISH_LAST` if `last`) and the budget thresholds it crossed, or None when
+    the call was not this attempt's to finish any more."""
     billed = None
     if outcome.status == CallStatus.SUCCEEDED:
         billed = await price_call(
@@ -625,16 +687,24 @@ async def _record_finish(
         "cached": outcome.cached,
         "spent": billed or Decimal(0),
     }
-    row = (await session.execute(_FINISH, params)).first()
-    if row is None:
-        return None  # cancelled, re-claimed or already finished: discard this answer
-    job_id, status, team_id, start, period, spent, reserved, fired = row
+    if last:
+        row = (await session.execute(_FINISH_LAST, params)).first()
+        if row is None:
+            return None  # cancelled, re-claimed or already finished: discard this answer
+        job, locked, stored, tokens, now, start, period, spent, reserved, fired = row
+        finished = _Finished(job.id, job.status, job.team_id, job, locked, now, stored, tokens)
+    else:
+        row = (await session.execute(_FINISH, params)).first()
+        if row is None:
+            return None
+        job_id, status, team_id, start, period, spent, reserved, fired = row
+        finished = _Finished(job_id, status, team_id)
     if period is not None:
         await budgets.settled(
-            session, team_id, start, billed or Decimal(0), period, spent, reserved, fired
+            session, finished.team_id, start, billed or Decimal(0), period, spent, reserved, fired
         )
-    wake(session, "job", job_id)
-    return job_id, status, team_id
+    wake(session, "job", finished.job_id)
+    return finished
 
 
 async def finish_call(
@@ -645,22 +715,44 @@ async def finish_call(
     *,
     team: Team | None = None,
     model: str | None = None,
+    only_call: bool = False,
 ) -> Job | None:
     """Record a running call's end once; add it to its job's totals; end the job if it was last.
 
     `team` (the snapshot its claim read) and `model` (the call's) price it without a query.
-    Returns the job if this ended it.
+    `only_call` (its claim saw one call in its job) reads the job's end facts in the call's own
+    statement (`_FINISH_LAST`): one round trip fewer when the job is closed and has no other
+    call. Returns the job if this ended it.
     """
-    finished = await _record_finish(session, call_id, attempt, outcome, team=team, model=model)
+    finished = await _record_finish(
+        session, call_id, attempt, outcome, team=team, model=model, last=only_call
+    )
     if finished is None:
         return None
-    job_id, status, team_id = finished
+    status = JobStatus(finished.status)
+    if finished.job is not None and finished.team is not None and finished.now is not None:
+        if status not in JOB_CLOSED_ACTIVE:
+            return None  # open (step style, more calls may come) or already ended
+        if finished.job.total_calls == 1:
+            # Its only call, ended by this statement: the counts `_end_facts` would read.
+            succeeded = []
+            if outcome.status == CallStatus.SUCCEEDED:
+                succeeded.append((call_id, finished.billed, finished.tokens))
+            facts = _EndFacts(
+                finished.team,
+                finished.job,
+                {CallStatus(outcome.status).value: 1},
+                succeeded,
+                finished.now,
+            )
+            end_status, error = _outcome(facts.counts)
+            return await _end(session, finished.job_id, end_status, error, facts)
     # Whether it was the job's last call is decided by a statement of its own, after this one:
     # see `_end_facts`. Within this statement it cannot be: its snapshot was taken before the
     # job's lock was granted, so a call of the same job that another worker finished and
     # committed while this one waited for that lock still looks running here; each of the two
     # would then leave the job to the other, and no one would end it.
-    return await _finish_if_done(session, job_id, team_id, JobStatus(status))
+    return await _finish_if_done(session, finished.job_id, finished.team_id, status)
 
 
 async def finish_call_alone(
@@ -686,7 +778,7 @@ async def finish_call_alone(
     finished = await _record_finish(session, call_id, attempt, outcome, team=team, model=model)
     if finished is None:
         return None
-    job_id, status, _ = finished
+    job_id, status = finished.job_id, finished.status
     if JobStatus(status) not in JOB_CLOSED_ACTIVE:
         return None  # open (step style, more calls may come) or already ended
     live = (await session.execute(_LIVE_CALL, {"job_id": job_id})).first()

@@ -283,7 +283,15 @@ async def _finish(
     async def write() -> Job | None:
         if team is None or team.budget_usd is not None or job_calls <= 1:
             async with transaction(rt.sessionmaker) as session:
-                return await finish_call(session, call_id, attempt, outcome, team=team, model=model)
+                return await finish_call(
+                    session,
+                    call_id,
+                    attempt,
+                    outcome,
+                    team=team,
+                    model=model,
+                    only_call=job_calls == 1,
+                )
         # No budget, so no reservation (a claim reserves only for a team with one).
         async with autocommit(rt.sessionmaker) as session:
             job_id = await finish_call_alone(

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.billing import ledger
 from shared.config import Settings
@@ -103,12 +104,14 @@ async def test_calls_finishing_together_end_their_job_once(
             await s.execute(delete(Team).where(Team.id == team.id))
 
 
+@pytest.mark.parametrize("only_call", [False, True])
 async def test_a_one_call_job_finishes_in_few_round_trips(
-    sessionmaker: SessionMaker, make_job: Factory, service_db: str
+    sessionmaker: SessionMaker, make_job: Factory, service_db: str, only_call: bool
 ) -> None:
     """With the team its claim read, the call's end, the job's end, its charge, usage rollup
     and event: BEGIN, the call, the end's facts, the end, the event (its endpoints and its
-    row; no delivery without endpoints), COMMIT."""
+    row; no delivery without endpoints), COMMIT: 5. When the claim saw the job's only call
+    (`only_call`, the worker's one-call jobs), the call's statement reads the end's facts: 4."""
     team = await _team_with_credits(sessionmaker)
     async with _counted(sessionmaker, service_db, team) as (wire, counted):
         async with transaction(sessionmaker) as s:
@@ -119,9 +122,11 @@ async def test_a_one_call_job_finishes_in_few_round_trips(
         for call in calls:  # the first connects and prepares the statements: not counted
             wire.reset()
             async with transaction(counted) as s:
-                ended = await finish_call(s, call.id, 1, OK, team=team, model=call.model_requested)
+                ended = await finish_call(
+                    s, call.id, 1, OK, team=team, model=call.model_requested, only_call=only_call
+                )
             assert ended is not None and ended.status == JobStatus.SUCCEEDED
-        assert wire.round_trips <= 7, wire.statements
+        assert wire.round_trips <= (4 if only_call else 5), wire.statements
         job = ended
         async with transaction(sessionmaker) as s:
             charged = await s.execute(
@@ -153,3 +158,81 @@ async def test_a_call_ended_alone_leaves_its_job_unlocked_and_takes_two_round_tr
         async with autocommit(counted) as s:
             last = await finish_call_alone(s, calls[2].id, 1, OK, team=team, model="gpt-4o-mini")
         assert last == job.id
+
+
+FAILED = CallOutcome(CallStatus.FAILED, error={"type": "provider_error", "message": "no"})
+
+
+def _job_view(job: Job) -> dict[str, object]:
+    return {
+        k: getattr(job, k)
+        for k in (
+            "status",
+            "error",
+            "total_calls",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cost_usd",
+            "billed_usd",
+            "credits_charged",
+            "credits_reserved",
+            "expires_at",
+        )
+    }
+
+
+@pytest.mark.parametrize("outcome", [OK, FAILED], ids=["succeeded", "failed"])
+async def test_the_only_call_ends_its_job_as_the_end_facts_would(
+    session: AsyncSession, make_job: Factory, outcome: CallOutcome
+) -> None:
+    """Two one-call jobs of one team, the same outcome: ended through `_FINISH_LAST` (the
+    facts read by the call's statement) and through `_end_facts`, the two jobs, their charges,
+    their ledger entries, their events and the team's balance after each are the same."""
+    team, _, (a,) = await make_job(1, call_status=CallStatus.RUNNING)
+    await ledger.add_grant(session, await ledger.lock_team(session, team.id), Decimal(10))
+    _, _, (b,) = await make_job(1, team=team, call_status=CallStatus.RUNNING)
+    seen = []
+    for call, only_call in ((a, False), (b, True)):
+        ended = await finish_call(
+            session, call.id, 1, outcome, team=team, model="gpt-4o-mini", only_call=only_call
+        )
+        assert ended is not None
+        assert ended.finished_at is not None
+        entries = await session.execute(
+            select(CreditEntry.kind, CreditEntry.amount).where(CreditEntry.job_id == ended.id)
+        )
+        event = (
+            await session.execute(select(WebhookEvent).where(WebhookEvent.job_id == ended.id))
+        ).scalar_one()
+        own = ("id", "job_id", "created_at", "finished_at")  # the job's own id and times
+        data = {k: v for k, v in event.payload["data"].items() if k not in own}
+        balance = (await ledger.lock_team(session, team.id)).credits_balance
+        seen.append((_job_view(ended), list(entries.all()), event.type, data, balance))
+    assert seen[0][:4] == seen[1][:4]
+    if outcome is OK:
+        assert seen[0][0]["status"] == JobStatus.SUCCEEDED
+        assert seen[0][1] == [("charge", Decimal(-1))]
+        assert (seen[0][4], seen[1][4]) == (Decimal(9), Decimal(8))  # each charged once
+    else:
+        assert seen[0][0]["status"] == JobStatus.FAILED and seen[0][1] == []
+        assert seen[0][4] == seen[1][4] == Decimal(10)  # failed work is not charged
+
+
+async def test_only_call_falls_back_when_the_job_has_other_calls(
+    session: AsyncSession, make_job: Factory
+) -> None:
+    """A claim's count can be wrong by the finish (a step job gains calls): the statement
+    checks the job's row, and a job with another call, or still open, is not ended by it."""
+    team, _, (first, second) = await make_job(2, call_status=CallStatus.RUNNING)
+    assert await finish_call(session, first.id, 1, OK, only_call=True) is None
+    ended = await finish_call(session, second.id, 1, OK, only_call=True)
+    assert ended is not None and ended.status == JobStatus.SUCCEEDED
+    assert ended.total_tokens == 6
+    _, open_job, (call,) = await make_job(
+        1, team=team, status=JobStatus.OPEN, call_status=CallStatus.RUNNING
+    )
+    assert await finish_call(session, call.id, 1, OK, only_call=True) is None
+    await session.refresh(open_job)
+    assert open_job.status == JobStatus.OPEN and open_job.total_tokens == 3
+    assert await finish_call(session, call.id, 1, OK, only_call=True) is None  # once only
