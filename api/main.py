@@ -15,6 +15,7 @@ from api.routes import admin, billing, events, health, jobs, webhooks
 from shared import logs
 from shared.billing.periods import install_clock
 from shared.config import Settings, get_settings
+from shared.heap import freeze_heap
 from shared.queue import open_queue
 from shared.retry import forever
 from shared.runtime import build_runtime
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = asyncio.create_task(
             forever(lambda: cache.listen(queue, settings), name="key cache listener")
         )
+        freeze_heap("api start")  # the collector leaves the imported modules and app alone
         try:
             yield
         finally:

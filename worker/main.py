@@ -19,6 +19,7 @@ from shared import logs
 from shared.billing.periods import install_clock
 from shared.billing.prices import warm_counter
 from shared.config import get_settings
+from shared.heap import freeze_heap
 from shared.llm.runner import abort_calls, keep_leases
 from shared.queue import (
     DELIVER_EVENT,
@@ -125,6 +126,8 @@ async def _warm_counter() -> None:
         log.exception("token counter warm-up failed (calls are counted in threads)")
         return
     log.info("token counter ready", extra={"seconds": round(time.perf_counter() - started, 2)})
+    # LiteLLM is imported now, the bulk of the worker's heap: out of the collector's walks.
+    freeze_heap("token counter warm-up")
 
 
 def webhook_worker(queue: ArqRedis, rt: Runtime, sender: WebhookSender) -> Worker:
