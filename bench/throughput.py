@@ -50,10 +50,28 @@ from tests.harness import (
 )
 
 
+def _pid_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(proc: Proc) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _pid_cpu(proc.popen.pid)
+
+
+def tree_cpu_seconds(proc: Proc) -> float:
+    """`cpu_seconds` of a process and its live children (uvicorn's worker processes)."""
+    total, todo = 0.0, [proc.popen.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            total += _pid_cpu(pid)
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -392,12 +410,17 @@ def _read_cpu_into(
     out.update(_cpu_per_job(before, procs, n))
 
 
+# Each stack's environment, by name (`_start_mode`): another API process of a stack uses it.
+STACK_ENVS: dict[str, dict[str, str]] = {}
+
+
 def _start_mode(
     env: dict[str, str], mode: str, config: Path, log_dir: Path, name: str = "", **extra: str
 ) -> tuple[str, dict[str, Proc]]:
     """An API and a worker in `mode` (proxy | inprocess), on their own queue."""
     name = name or mode
     env = dict(env, WORKER_QUEUE_NAME=f"saas-llm-bench-{name}:" + uuid.uuid4().hex[:6], **extra)
+    STACK_ENVS[name] = env
     if mode == "inprocess":
         env.update(
             LLM_GATEWAY="inprocess",
@@ -431,6 +454,13 @@ def main() -> None:
     parser.add_argument("--fair-slots", type=int, default=8, help="the fairness worker's slots")
     parser.add_argument("--fair-delay", type=int, default=1500, help="fairness provider ms")
     parser.add_argument("--fair-probes", type=int, default=20, help="the other team's jobs")
+    parser.add_argument(
+        "--p3-api-processes",
+        type=int,
+        default=2,
+        help="P3 again with the worker paused and an API of this many processes (uvicorn's "
+        "WEB_CONCURRENCY); 1: not run",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -586,6 +616,38 @@ def main() -> None:
             f"ms per submit: one API process saturates at "
             f"{1000 / max(p3_api['api_cpu_ms'], 1e-9):.0f}/s)"
         )
+        p3_multi: dict[str, Any] | None = None
+        if args.p3_api_processes > 1:
+            # The same, the API as `WEB_CONCURRENCY=N` runs it (one port, N uvicorn processes).
+            n_api = args.p3_api_processes
+            multi_port = free_port()
+            multi_env = dict(STACK_ENVS["proxy"], WEB_CONCURRENCY=str(n_api))
+            multi = start_api(multi_env, multi_port, log_dir, name="api-proxy-multi")
+            procs.append(multi)
+            multi_url = f"http://127.0.0.1:{multi_port}"
+            os.kill(worker_pid, signal.SIGSTOP)
+            try:
+                # Warm at the rate itself: each process opens its pool's connections and
+                # prepares its statements on them, as the single API did in the runs before.
+                asyncio.run(fixed_rate(multi_url, key, args.p3_rate, 1, wait_jobs=False))
+                multi_cpu = tree_cpu_seconds(multi)
+                p3_multi = asyncio.run(
+                    fixed_rate(multi_url, key, args.p3_rate, args.p3_seconds, wait_jobs=False)
+                )
+                p3_multi["api_cpu_ms"] = (
+                    (tree_cpu_seconds(multi) - multi_cpu) / p3_multi["n"] * 1000
+                )
+            finally:
+                os.kill(worker_pid, signal.SIGCONT)
+            asyncio.run(drain(api_url, key))
+            multi.stop()
+            print(
+                f"P3, worker paused, {n_api} API processes: submit p50 "
+                f"{p3_multi['p50'] * 1000:.1f} ms, p99 {p3_multi['p99'] * 1000:.1f} ms (achieved "
+                f"{p3_multi['achieved']:.0f}/s; client behind schedule p99 "
+                f"{p3_multi['late_p99'] * 1000:.1f} ms; API CPU {p3_multi['api_cpu_ms']:.2f} ms "
+                "per submit, all its processes)"
+            )
         # Fairness: a worker with few slots, one team's flood, another team's one-call jobs.
         for mode_procs in (m for _, m in stacks.values()):
             mode_procs["worker"].stop()  # the other workers stay idle: give the box to this one
@@ -638,6 +700,13 @@ def main() -> None:
             f"{p3_api['achieved']:.0f}/s; API CPU {p3_api['api_cpu_ms']:.2f} ms per submit) | "
             f"{p3_api['p50'] * 1000:,.1f} / {p3_api['p99'] * 1000:,.1f} ms |"
         )
+        if p3_multi is not None:
+            print(
+                f"| P3 with the worker paused, an API of {args.p3_api_processes} processes "
+                f"(WEB_CONCURRENCY): submit p50 / p99 (achieved {p3_multi['achieved']:.0f}/s; "
+                f"API CPU {p3_multi['api_cpu_ms']:.2f} ms per submit) | "
+                f"{p3_multi['p50'] * 1000:,.1f} / {p3_multi['p99'] * 1000:,.1f} ms |"
+            )
         print(
             f"| fairness: another team's queue wait p50 / p99 / max during a {args.flood}-call "
             f"flood on {args.fair_slots} slots ({args.fair_delay} ms provider, "
