@@ -184,7 +184,7 @@ async def _run_claimed(
     call_id, attempt = call.id, call.attempts
     timeout = _timeout(rt, call, deadline)
     if timeout <= 0:
-        return await _fail(rt, call_id, attempt, DEADLINE_EXCEEDED, extra)
+        return await _fail(rt, call_id, attempt, DEADLINE_EXCEEDED, extra, job_calls)
     body = with_cache(call.request, cache)
     request = asyncio.create_task(rt.backend.complete(body, timeout=timeout))
     # Registered before any await: a cancel published from now on finds the request.
@@ -224,9 +224,9 @@ async def _run_claimed(
                 },
             )
             return "retry"
-        return await _fail(rt, call_id, attempt, exc, extra)
+        return await _fail(rt, call_id, attempt, exc, extra, job_calls)
     except PermanentLLMError as exc:
-        return await _fail(rt, call_id, attempt, exc, extra)
+        return await _fail(rt, call_id, attempt, exc, extra, job_calls)
     finally:
         rt.inflight.pop(call_id, None)
     ended = await _finish(
@@ -277,8 +277,8 @@ async def _finish(
     statement that commits by itself (`finish_call_alone`): its job's row is locked only while
     Postgres runs it, so the ends of one big job's calls do not queue on that lock across the
     workers' round trips. Any other call ends in one transaction with its job's end when it
-    is the last (a one-call job: no round trip more; a budget: its reservation and
-    thresholds)."""
+    is the last (a one-call job: its call's statement also reads what the end needs,
+    `finish_call(only_call=True)`; a budget: its reservation and thresholds)."""
 
     async def write() -> Job | None:
         if team is None or team.budget_usd is not None or job_calls <= 1:
@@ -319,11 +319,17 @@ async def _release(
 
 
 async def _fail(
-    rt: Runtime, call_id: str, attempt: int, exc: LLMError, extra: dict[str, str]
+    rt: Runtime,
+    call_id: str,
+    attempt: int,
+    exc: LLMError,
+    extra: dict[str, str],
+    job_calls: int = 0,
 ) -> str:
     error = scrub(exc.as_error())
     error["attempts"] = attempt
-    ended = await _finish(rt, call_id, attempt, CallOutcome(CallStatus.FAILED, error=error))
+    outcome = CallOutcome(CallStatus.FAILED, error=error)
+    ended = await _finish(rt, call_id, attempt, outcome, job_calls=job_calls)
     log.warning("call failed", extra={**extra, "error": exc.message[:500]})
     if ended is not None:
         log.info("job ended", extra={**extra, "status": ended.status})
