@@ -20,6 +20,7 @@ from shared.billing.periods import install_clock
 from shared.billing.prices import warm_counter
 from shared.config import get_settings
 from shared.heap import freeze_heap
+from shared.llm.inprocess import InProcessBackend
 from shared.llm.runner import abort_calls, keep_leases
 from shared.queue import (
     DELIVER_EVENT,
@@ -112,13 +113,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["webhook_worker_task"] = asyncio.create_task(
         forever(lambda: _run_webhook_worker(ctx, queue, rt), name="webhook consumer")
     )
-    ctx["counter_warmup"] = asyncio.create_task(_warm_counter())
+    ctx["counter_warmup"] = asyncio.create_task(_warm_up(rt))
     log.info("worker started", extra={"max_jobs": settings.worker_max_jobs})
 
 
-async def _warm_counter() -> None:
+async def _warm_up(rt: Runtime) -> None:
     """LiteLLM's token counter (budget worst cases) imported and loaded in a thread: seconds of
-    CPU once, off the event loop; calls are counted in threads until it is done."""
+    CPU once, off the event loop; calls are counted in threads until it is done. In in-process
+    mode LiteLLM's Router is built next (on the loop, as its first call would build it). Then
+    the start-up heap, LiteLLM's included, leaves the collector's walks (`freeze_heap`)."""
     started = time.perf_counter()
     try:
         await asyncio.to_thread(warm_counter)
@@ -126,8 +129,12 @@ async def _warm_counter() -> None:
         log.exception("token counter warm-up failed (calls are counted in threads)")
         return
     log.info("token counter ready", extra={"seconds": round(time.perf_counter() - started, 2)})
-    # LiteLLM is imported now, the bulk of the worker's heap: out of the collector's walks.
-    freeze_heap("token counter warm-up")
+    if isinstance(rt.backend, InProcessBackend):
+        try:
+            rt.backend.router  # noqa: B018 - built now rather than by the first call
+        except Exception:
+            log.exception("LiteLLM's Router could not be built (the first call will try again)")
+    freeze_heap("worker warm-up")
 
 
 def webhook_worker(queue: ArqRedis, rt: Runtime, sender: WebhookSender) -> Worker:

@@ -9,6 +9,7 @@ stores the same call records.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -208,3 +209,10 @@ def test_a_job_in_inprocess_mode_stores_the_same_call_records_as_proxy_mode(
     worker_log = inprocess_stack.procs["worker"].log_path.read_text()
     assert "call succeeded" in worker_log
     assert "LiteLLM" not in worker_log and "litellm.acompletion" not in worker_log
+    # What LiteLLM imported for its first call left the collector's walks, once.
+    frozen = [
+        json.loads(line)["after"]
+        for line in worker_log.splitlines()
+        if '"start-up heap frozen"' in line
+    ]
+    assert frozen.count("the first in-process call") == 1, frozen
