@@ -121,7 +121,8 @@ async def _warm_up(rt: Runtime) -> None:
     """LiteLLM's token counter (budget worst cases) imported and loaded in a thread: seconds of
     CPU once, off the event loop; calls are counted in threads until it is done. In in-process
     mode LiteLLM's Router is built next (on the loop, as its first call would build it). Then
-    the start-up heap, LiteLLM's included, leaves the collector's walks (`freeze_heap`)."""
+    the start-up heap, LiteLLM's included, leaves the collector's walks (`freeze_heap`), and in
+    in-process mode again once the Router has answered."""
     started = time.perf_counter()
     try:
         await asyncio.to_thread(warm_counter)
@@ -129,12 +130,18 @@ async def _warm_up(rt: Runtime) -> None:
         log.exception("token counter warm-up failed (calls are counted in threads)")
         return
     log.info("token counter ready", extra={"seconds": round(time.perf_counter() - started, 2)})
-    if isinstance(rt.backend, InProcessBackend):
-        try:
-            rt.backend.router  # noqa: B018 - built now rather than by the first call
-        except Exception:
-            log.exception("LiteLLM's Router could not be built (the first call will try again)")
+    if not isinstance(rt.backend, InProcessBackend):
+        freeze_heap("worker warm-up")
+        return
+    try:
+        rt.backend.router  # noqa: B018 - built now rather than by the first call
+    except Exception:
+        log.exception("LiteLLM's Router could not be built (the first call will try again)")
     freeze_heap("worker warm-up")
+    # LiteLLM imports its provider's modules on its first call (~25,000 objects that live as
+    # long as the worker): out of the collector's walks too, once they are there.
+    await rt.backend.answered.wait()
+    freeze_heap("the first in-process call")
 
 
 def webhook_worker(queue: ArqRedis, rt: Runtime, sender: WebhookSender) -> Worker:
@@ -190,7 +197,7 @@ async def _stop_webhook_worker(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     await health.stop(ctx)
     await _stop_webhook_worker(ctx)
-    for name in ("listener", "webhook_sweeper", "lease_keeper"):
+    for name in ("listener", "webhook_sweeper", "lease_keeper", "counter_warmup"):
         background: asyncio.Task[None] | None = ctx.get(name)
         if background is not None:
             background.cancel()

@@ -635,16 +635,23 @@ _FINISH_LAST = _finish_last_statement()
 
 
 @dataclass(frozen=True)
+class _EndRead:
+    """What `_FINISH_LAST` read for the job's end: `_EndFacts` but the calls, and the call's
+    own billed price and tokens as stored."""
+
+    job: Job
+    team: Team  # locked
+    now: datetime
+    billed: Decimal | None
+    tokens: int | None
+
+
+@dataclass(frozen=True)
 class _Finished:
     job_id: str
     status: str  # the job's, as the statement locked it
     team_id: str
-    # With `_FINISH_LAST`: what the job's end needs but its calls (`_EndFacts`).
-    job: Job | None = None
-    team: Team | None = None
-    now: datetime | None = None
-    billed: Decimal | None = None  # the call's, as stored
-    tokens: int | None = None
+    read: _EndRead | None = None  # with `_FINISH_LAST`
 
 
 async def _record_finish(
@@ -692,7 +699,8 @@ async def _record_finish(
         if row is None:
             return None  # cancelled, re-claimed or already finished: discard this answer
         job, locked, stored, tokens, now, start, period, spent, reserved, fired = row
-        finished = _Finished(job.id, job.status, job.team_id, job, locked, now, stored, tokens)
+        read = _EndRead(job, locked, now, stored, tokens)
+        finished = _Finished(job.id, job.status, job.team_id, read)
     else:
         row = (await session.execute(_FINISH, params)).first()
         if row is None:
@@ -730,23 +738,16 @@ async def finish_call(
     if finished is None:
         return None
     status = JobStatus(finished.status)
-    if finished.job is not None and finished.team is not None and finished.now is not None:
-        if status not in JOB_CLOSED_ACTIVE:
-            return None  # open (step style, more calls may come) or already ended
-        if finished.job.total_calls == 1:
-            # Its only call, ended by this statement: the counts `_end_facts` would read.
-            succeeded = []
-            if outcome.status == CallStatus.SUCCEEDED:
-                succeeded.append((call_id, finished.billed, finished.tokens))
-            facts = _EndFacts(
-                finished.team,
-                finished.job,
-                {CallStatus(outcome.status).value: 1},
-                succeeded,
-                finished.now,
-            )
-            end_status, error = _outcome(facts.counts)
-            return await _end(session, finished.job_id, end_status, error, facts)
+    read = finished.read
+    if read is not None and status in JOB_CLOSED_ACTIVE and read.job.total_calls == 1:
+        # Its only call, ended by this statement: the counts `_end_facts` would read.
+        succeeded = []
+        if outcome.status == CallStatus.SUCCEEDED:
+            succeeded.append((call_id, read.billed, read.tokens))
+        counts = {CallStatus(outcome.status).value: 1}
+        facts = _EndFacts(read.team, read.job, counts, succeeded, read.now)
+        end_status, error = _outcome(counts)
+        return await _end(session, finished.job_id, end_status, error, facts)
     # Whether it was the job's last call is decided by a statement of its own, after this one:
     # see `_end_facts`. Within this statement it cannot be: its snapshot was taken before the
     # job's lock was granted, so a call of the same job that another worker finished and

@@ -28,7 +28,6 @@ from typing import Any
 
 import yaml
 
-from shared.heap import freeze_heap
 from shared.llm.client import LLMResult, PermanentLLMError, TransientLLMError
 from shared.retry import is_transient_status, parse_retry_after
 
@@ -161,7 +160,8 @@ class InProcessBackend:
         self.config_path = Path(config_path)
         self.config = load_config(self.config_path)
         self._router: Any = None
-        self._first_answer = True
+        # Set by the first answer: LiteLLM has imported its provider's modules by then.
+        self.answered = asyncio.Event()
 
     def _build(self) -> Any:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -191,11 +191,7 @@ class InProcessBackend:
         except Exception as exc:
             raise map_error(exc, timeout) from exc
         latency_ms = int((time.perf_counter() - started) * 1000)
-        if self._first_answer:
-            # LiteLLM imports its provider's modules on the first call (~25,000 objects that
-            # live as long as the process): out of the collector's walks too.
-            self._first_answer = False
-            freeze_heap("the first in-process call")
+        self.answered.set()
         hidden: dict[str, Any] = getattr(response, "_hidden_params", None) or {}
         # As the proxy serialises it (fields that are None left out).
         data: dict[str, Any] = response.model_dump(mode="json", exclude_none=True)

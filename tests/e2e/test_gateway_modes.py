@@ -25,7 +25,7 @@ from shared.llm.client import LLMResult, PermanentLLMError, TransientLLMError
 from shared.llm.inprocess import InProcessBackend, resolve_env, router_kwargs
 from tests import litellm_prices
 from tests.conftest import TeamClient, base_env, nonce
-from tests.harness import MASTER_KEY, fake_proxy_config
+from tests.harness import MASTER_KEY, fake_proxy_config, wait_until
 
 
 def _bodies(tag: str) -> list[dict[str, Any]]:
@@ -209,10 +209,18 @@ def test_a_job_in_inprocess_mode_stores_the_same_call_records_as_proxy_mode(
     worker_log = inprocess_stack.procs["worker"].log_path.read_text()
     assert "call succeeded" in worker_log
     assert "LiteLLM" not in worker_log and "litellm.acompletion" not in worker_log
-    # What LiteLLM imported for its first call left the collector's walks, once.
-    frozen = [
-        json.loads(line)["after"]
-        for line in worker_log.splitlines()
-        if '"start-up heap frozen"' in line
-    ]
-    assert frozen.count("the first in-process call") == 1, frozen
+    # What LiteLLM imported for its first call leaves the collector's walks, once: after the
+    # worker's warm-up (LiteLLM's token counter, seconds on a busy machine), so waited for.
+    log_path = inprocess_stack.procs["worker"].log_path
+
+    def frozen() -> list[str]:
+        lines = log_path.read_text().splitlines()
+        return [json.loads(x)["after"] for x in lines if '"start-up heap frozen"' in x]
+
+    wait_until(
+        lambda: "the first in-process call" in frozen(),
+        timeout=300,
+        what="the worker to freeze its heap after the first in-process call",
+    )
+    assert frozen().count("the first in-process call") == 1, frozen()
+    assert frozen().index("worker warm-up") < frozen().index("the first in-process call")
