@@ -37,7 +37,9 @@ from shared.config import DatabaseURL, Settings
 
 log = logging.getLogger("saas_llm.db")
 SessionMaker = async_sessionmaker[AsyncSession]
-AfterCommit = Callable[[], Awaitable[None]]
+# A callback may return an awaitable (awaited, within AFTER_COMMIT_TIMEOUT) or nothing (a wake-up
+# handed to `shared.queue.Publisher`, which sends it without holding the caller up).
+AfterCommit = Callable[[], Awaitable[None] | None]
 # Bounded: a frozen Redis must not hold an answer; the rows are already durable by then.
 AFTER_COMMIT_TIMEOUT = 5.0
 _HOOKS = "after_commit"
@@ -115,7 +117,9 @@ async def run_after_commit(session: AsyncSession) -> None:
     hooks: dict[Hashable, AfterCommit] = session.info.pop(_HOOKS, {})
     for callback in hooks.values():
         try:
-            await asyncio.wait_for(callback(), timeout=AFTER_COMMIT_TIMEOUT)
+            pending = callback()
+            if pending is not None:
+                await asyncio.wait_for(pending, timeout=AFTER_COMMIT_TIMEOUT)
         except Exception:
             log.exception("after-commit step failed; the reconciler will pick the work up")
 
@@ -179,7 +183,7 @@ async def last_statement_alone(session: AsyncSession) -> bool:
     return True
 
 
-def waker_info(**wakers: Callable[[str], Awaitable[None]]) -> dict[str, Any]:
+def waker_info(**wakers: Callable[[str], Awaitable[None] | None]) -> dict[str, Any]:
     """Session info that makes `wake(session, kind, id)` call `wakers[kind](id)` after commit."""
     return {f"wake:{kind}": fn for kind, fn in wakers.items()}
 
@@ -187,7 +191,7 @@ def waker_info(**wakers: Callable[[str], Awaitable[None]]) -> dict[str, Any]:
 def wake(session: AsyncSession, kind: str, ident: str) -> None:
     """Wake whoever watches `kind` `ident` (a job's live streams, a team's) once this transaction
     commits; several wakes of the same id in one transaction coalesce into one."""
-    waker: Callable[[str], Awaitable[None]] | None = session.info.get(f"wake:{kind}")
+    waker: Callable[[str], Awaitable[None] | None] | None = session.info.get(f"wake:{kind}")
     if waker is not None:
         after_commit(session, functools.partial(waker, ident), key=("wake", kind, ident))
 

@@ -9,7 +9,6 @@ without knowing about Redis.
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,7 +18,7 @@ from shared.config import Settings
 from shared.db import SessionMaker, create_engine, create_sessionmaker, waker_info
 from shared.llm.backend import LLMBackend, ModelCatalog, ProxyBackend
 from shared.llm.client import LLMResult
-from shared.queue import Queue, notify_job, notify_team
+from shared.queue import Publisher, Queue, job_channel, notify_team
 from shared.teams.keycache import KeyCache
 from shared.teams.limits import RedisRequestLimiter, RequestLimiter
 
@@ -44,8 +43,12 @@ class Runtime:
     # Sessions without a transaction (autocommit), for requests that only read: no BEGIN and
     # COMMIT round trips. None: use `sessionmaker`.
     reader: SessionMaker | None = None
+    # The job wake-ups of this process's sessions (`Publisher`); None: none sent.
+    publisher: Publisher | None = None
 
     async def aclose(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.aclose()
         await self.backend.aclose()
         await self.http.aclose()
         await self.queue.aclose()
@@ -87,7 +90,12 @@ def build_runtime(
             key_cache.drop_team(team_id)
         await notify_team(queue, settings, team_id)
 
-    info = waker_info(job=functools.partial(notify_job, queue, settings), team=team_changed)
+    publisher = Publisher(queue)
+
+    def job_changed(job_id: str) -> None:
+        publisher.publish(job_channel(settings, job_id))
+
+    info = waker_info(job=job_changed, team=team_changed)
     backend = backend or default_backend(settings, http)
     catalog = ModelCatalog(backend, ttl=settings.litellm_models_cache_seconds)
     return Runtime(
@@ -100,5 +108,6 @@ def build_runtime(
         catalog=catalog,
         limiter=limiter or RedisRequestLimiter(queue, settings.worker_queue_name),
         key_cache=key_cache,
+        publisher=publisher,
         reader=create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
     )

@@ -5,12 +5,14 @@ session that has run no statement, for that session only."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import psycopg
 import pytest
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import deserialize_job
+from redis.asyncio import Redis
 from sqlalchemy import text
 
 from shared import queue as queues
@@ -157,3 +159,54 @@ async def _startable() -> None:
 
 def test_queue_reads_skip_running_entries_and_fill_the_limit_past_them() -> None:
     asyncio.run(_startable())
+
+
+async def _published() -> None:
+    settings = Settings(redis_url=REDIS_URL, worker_queue_name="saas-llm-pub-test")
+    queue = await create_queue(settings)
+    a, b = (queues.job_channel(settings, f"job_{uuid.uuid4().hex[:8]}") for _ in range(2))
+    listener = queue.pubsub()
+    await listener.subscribe(a, b)
+    for _ in range(2):
+        assert (await listener.get_message(timeout=5))["type"] == "subscribe"
+
+    async def heard() -> list[str]:
+        """What was published to `a` and `b` so far (the PING technique of `_entries`)."""
+        await listener.ping()
+        got = []
+        while (message := await listener.get_message(timeout=10)) is not None:
+            if message["type"] == "pong":
+                return got
+            got.append(message["channel"].decode())
+        raise AssertionError("no answer to the PING")
+
+    publisher = queues.Publisher(queue)
+    try:
+        # Three wake-ups in one turn of the loop, two of them for the same job: one pipeline,
+        # one message per job.
+        publisher.publish(a)
+        publisher.publish(b)
+        publisher.publish(a)
+        assert (publisher.sends, publisher.published) == (0, 0)  # nothing awaited yet
+        await publisher.aclose()
+        assert (publisher.sends, publisher.published) == (1, 2)
+        assert sorted(await heard()) == sorted([a, b])
+        publisher.publish(b)  # a later wake-up is a send of its own
+        await publisher.aclose()
+        assert (publisher.sends, publisher.published) == (2, 3)
+        assert await heard() == [b]
+    finally:
+        await listener.aclose()
+        await queue.aclose()
+    # Redis unreachable: the wake-up is dropped (the streams also poll), nothing is raised.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        dead = queues.Publisher(Redis(host="127.0.0.1", port=port))
+        dead.publish(a)
+        await dead.aclose()
+        assert (dead.sends, dead.published) == (0, 0)
+
+
+def test_publisher_sends_the_wake_ups_of_a_turn_in_one_pipeline_and_drops_them_quietly() -> None:
+    asyncio.run(_published())

@@ -206,6 +206,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     rt: Runtime | None = ctx.get("deps")
     if rt is not None:
         # The queue connection belongs to arq, which closes it after this hook.
+        if rt.publisher is not None:
+            await rt.publisher.aclose()
         await rt.backend.aclose()
         await rt.http.aclose()
         await rt.engine.dispose()
