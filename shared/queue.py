@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import uuid
 from typing import Any, NoReturn
 
@@ -29,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.config import Settings
 from shared.retry import backoff
 
+log = logging.getLogger("saas_llm.queue")
 Queue = ArqRedis  # the queue client type, for modules that must not import arq themselves
 RUN_CALL = "run_call"
 DELIVER_EVENT = "deliver_event"
@@ -436,6 +438,11 @@ class Publisher:
         """Send what is still noted (at shutdown)."""
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.sends:
+            log.info(
+                "job wake-ups sent",
+                extra={"published": self.published, "sends": self.sends},
+            )
 
 
 def team_channel(settings: Settings, team_id: str) -> str:
