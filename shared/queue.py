@@ -407,9 +407,10 @@ class Publisher:
     is woken once. Best effort, as before: the streams also poll, so a batch Redis refuses is
     dropped (and at most `max_pending` channels wait while a send is under way)."""
 
-    def __init__(self, queue: ArqRedis, *, max_pending: int = 10_000) -> None:
+    def __init__(self, queue: ArqRedis, *, max_pending: int = 10_000, timeout: float = 5.0) -> None:
         self.queue = queue
         self.max_pending = max_pending
+        self.timeout = timeout  # of one send
         self._pending: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
         self.sends = 0  # pipelines sent, for tests and benchmarks
@@ -428,16 +429,21 @@ class Publisher:
                 async with self.queue.pipeline(transaction=False) as pipe:
                     for channel in batch:
                         pipe.publish(channel, "changed")
-                    await pipe.execute()
-            except (RedisError, OSError):
+                    # A frozen Redis holds no wake-up for long (redis-py drops a connection
+                    # whose command was cut short).
+                    await asyncio.wait_for(pipe.execute(), timeout=self.timeout)
+            except (RedisError, OSError, TimeoutError):
                 continue
             self.sends += 1
             self.published += len(batch)
 
     async def aclose(self) -> None:
-        """Send what is still noted (at shutdown)."""
+        """Send what is still noted (at shutdown), for at most one send's timeout."""
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            done, _ = await asyncio.wait([self._task], timeout=self.timeout)
+            if not done:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
         if self.sends:
             log.info(
                 "job wake-ups sent",

@@ -206,7 +206,20 @@ async def _published() -> None:
         dead.publish(a)
         await dead.aclose()
         assert (dead.sends, dead.published) == (0, 0)
+    # Redis frozen (connections accepted by the kernel, never answered): the send is cut short
+    # at the Publisher's timeout and dropped.
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)
+        host, port = frozen.getsockname()
+        stuck = queues.Publisher(Redis(host=host, port=port), timeout=0.2)
+        stuck.publish(a)
+        assert stuck._task is not None
+        # The send gives up by itself (the bound only fails the test if it never does).
+        await asyncio.wait_for(asyncio.shield(stuck._task), timeout=60)
+        assert (stuck.sends, stuck.published) == (0, 0)
+        await stuck.aclose()
 
 
-def test_publisher_sends_the_wake_ups_of_a_turn_in_one_pipeline_and_drops_them_quietly() -> None:
+def test_publisher_sends_a_turns_wake_ups_in_one_pipeline_and_drops_them_quietly() -> None:
     asyncio.run(_published())
