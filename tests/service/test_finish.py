@@ -8,14 +8,17 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import cache_key
 
 from shared.billing import ledger
 from shared.config import Settings
 from shared.db import SessionMaker, autocommit, create_engine, create_sessionmaker, transaction
+from shared.jobs.fairness import choose_and_claim
 from shared.jobs.lifecycle import CallOutcome, finish_call, finish_call_alone
 from shared.llm.runner import _finish
 from shared.models import CallStatus, CreditEntry, Job, JobStatus, Team, WebhookEvent
@@ -236,3 +239,33 @@ async def test_only_call_falls_back_when_the_job_has_other_calls(
     await session.refresh(open_job)
     assert open_job.status == JobStatus.OPEN and open_job.total_tokens == 3
     assert await finish_call(session, call.id, 1, OK, only_call=True) is None  # once only
+
+
+async def test_ending_a_job_computes_no_statement_cache_key_again(
+    session: AsyncSession, make_job: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLAlchemy finds a statement's compiled SQL by its cache key, computed once per
+    statement object. An ORM UPDATE is marked afresh on every execution, and its key, CTEs
+    and all, computed again (75-250 µs for the job's end): the end is a Core UPDATE loaded as
+    `Job` rows instead. After a first job's end, a second one's claim and finish compute none."""
+    team, _, _ = await make_job(1, call_status=CallStatus.RUNNING)
+    await ledger.add_grant(session, await ledger.lock_team(session, team.id), Decimal(10))
+    computed: list[str] = []
+    real = cache_key.HasCacheKey._generate_cache_key
+
+    def counted(self: cache_key.HasCacheKey) -> Any:
+        computed.append(type(self).__name__)
+        return real(self)
+
+    for watched in (False, True):
+        _, _, (call,) = await make_job(1, team=team, call_status=CallStatus.QUEUED)
+        if watched:
+            monkeypatch.setattr(cache_key.HasCacheKey, "_generate_cache_key", counted)
+        _, claimed = await choose_and_claim(session, call.id, 60)
+        assert claimed is not None and claimed.call is not None
+        ended = await finish_call(
+            session, call.id, 1, OK, team=team, model="gpt-4o-mini", only_call=True
+        )
+        assert ended is not None and ended.status == JobStatus.SUCCEEDED
+        assert ended.credits_charged is not None and ended.credits_charged > 0
+    assert computed == []
