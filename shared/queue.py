@@ -401,11 +401,10 @@ class Publisher:
     """A process's job wake-ups (for a job's live-status streams, which listen on
     `job_channel`), sent without holding the caller up: `publish` only notes the channel, and a
     task sends every channel noted meanwhile as one pipeline of PUBLISHes, one per channel, once
-    the event loop turns. Each wake-up was a
-    command and a round trip of its own (through the pool and its retry), awaited after each
-    commit; under load one send now carries several, and a job changed twice before the send
-    is woken once. Best effort, as before: the streams also poll, so a batch Redis refuses is
-    dropped (and at most `max_pending` channels wait while a send is under way)."""
+    the event loop turns. Under load one send carries several wake-ups (each would otherwise be
+    a round trip of its own through the pool), and a job changed twice before the send is woken
+    once. Best effort: the streams also poll, so a batch that Redis refuses, or does not answer
+    within `timeout`, is dropped (and at most `max_pending` channels wait meanwhile)."""
 
     def __init__(self, queue: ArqRedis, *, max_pending: int = 10_000, timeout: float = 5.0) -> None:
         self.queue = queue

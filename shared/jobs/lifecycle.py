@@ -239,9 +239,9 @@ def _end_statement(change_shape: int, with_shares: bool) -> Any:
     # parameters (a statement cannot see its own writes).
     ctes.append(roll_up_cte())
     # A Core UPDATE loaded as `Job` rows, not an ORM UPDATE: the ORM marks an UPDATE of an
-    # entity afresh on every execution (its strategy options), and so computes the cache key
-    # of the whole statement again, CTEs included: 75-250 µs a job end, by shape. Here the
-    # key is computed once.
+    # entity afresh on every execution (its strategy options), and so SQLAlchemy computes the
+    # cache key of the whole statement again, CTEs included (100-300 µs by shape,
+    # `python -m bench.cache_keys`). Here the key is computed once.
     return select(Job).from_statement(stmt.add_cte(*ctes)).execution_options(populate_existing=True)
 
 
