@@ -68,8 +68,10 @@ async def main(n: int, together: list[int], rounds: int) -> None:
                 f"{k:>8} | {best['awaited']:8.1f} | {best['noted']:9.1f} | "
                 f"{best['noted'] / best['awaited']:.2f}"
             )
-        print(f"(pipelines sent by the Publisher: {publisher.sends}, PUBLISHes in them: "
-              f"{publisher.published})")
+        print(
+            f"(pipelines sent by the Publisher: {publisher.sends}, PUBLISHes in them: "
+            f"{publisher.published})"
+        )
     finally:
         await queue.aclose()
 
