@@ -29,6 +29,7 @@ import psycopg
 from bench.throughput import body, cpu_seconds, fixed_rate, pct
 from cli.stack import free_port, start_api, start_proxy
 from tests.harness import (
+    PG_ADMIN,
     create_database,
     drop_database,
     fake_proxy_config,
@@ -40,9 +41,8 @@ from tests.harness import (
 
 def sessions(db: str) -> int:
     """Sessions ever established to this database (Postgres 14+)."""
-    name = db.rsplit("/", 1)[1].split("?")[0]
-    url = db.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(url, autocommit=True) as conn:
+    name = db.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
             "SELECT sessions FROM pg_stat_database WHERE datname = %s", (name,)

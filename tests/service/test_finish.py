@@ -246,8 +246,9 @@ async def test_ending_a_job_computes_no_statement_cache_key_again(
 ) -> None:
     """SQLAlchemy finds a statement's compiled SQL by its cache key, computed once per
     statement object. An ORM UPDATE is marked afresh on every execution, and its key, CTEs
-    and all, computed again (75-250 µs for the job's end): the end is a Core UPDATE loaded as
-    `Job` rows instead. After a first job's end, a second one's claim and finish compute none."""
+    and all, computed again (100-300 µs for the job's end, `python -m bench.cache_keys`): the
+    end is a Core UPDATE loaded as `Job` rows instead. After a first job's end, a second
+    one's claim and finish compute none."""
     team, _, _ = await make_job(1, call_status=CallStatus.RUNNING)
     await ledger.add_grant(session, await ledger.lock_team(session, team.id), Decimal(10))
     computed: list[str] = []
