@@ -153,6 +153,64 @@ def quiet_litellm_logs() -> None:
         logger.propagate = True
 
 
+def _router_class() -> type:
+    """LiteLLM's Router with its usage tracking skipped for deployments that have no limit.
+
+    After every answer the Router counts the deployment's tokens and requests for the minute
+    (`_increment_deployment_usage`, twice per call: once on the answer, once from its success
+    callback), for its rate limits and usage-based routing. It reads the deployment's model
+    info first (a deep copy of the model's entry in LiteLLM's price map, 1.3-1.9 ms of CPU per
+    call: `python -m bench.http_client`) and only then sees that no limit is set and counts
+    nothing. Which deployments have a limit is fixed by the config, so it is decided once per
+    deployment when the Router is built, by the same reads the Router makes; a deployment with
+    a limit (tpm/rpm, in its params or model info, or input/output token limits), a wildcard
+    one and one added later are counted as before."""
+    from litellm.router import Router
+    from litellm.router_utils.pre_call_checks.io_token_rate_limit_check import (
+        deployment_has_io_token_limits,
+    )
+
+    class WorkerRouter(Router):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            # deployment id -> the model_list entry it was decided for
+            self.saas_untracked: dict[str, Any] = {}
+            for entry in self.model_list:
+                deployment_id = str((entry.get("model_info") or {}).get("id"))
+                if self._has_no_limit(deployment_id, str(entry.get("model_name"))):
+                    self.saas_untracked[deployment_id] = entry
+
+        def _has_no_limit(self, deployment_id: str, model_group: str) -> bool:
+            deployment = self.get_deployment(model_id=deployment_id)
+            if deployment is None or "*" in str(deployment.litellm_params.model):
+                return False
+            try:
+                info = self.get_router_model_info(
+                    deployment=deployment, received_model_name=model_group
+                )
+            except Exception:  # not in the price map: the Router's own path decides
+                return False
+            limits = (
+                getattr(deployment, "tpm", None),  # as Deployment.get reads them
+                getattr(deployment, "rpm", None),
+                deployment.litellm_params.tpm,
+                deployment.litellm_params.rpm,
+                (info or {}).get("tpm", None),
+                (info or {}).get("rpm", None),
+            )
+            return all(limit is None for limit in limits) and not deployment_has_io_token_limits(
+                deployment.model_dump()
+            )
+
+        async def _increment_deployment_usage(self, *, deployment_id: str, **kwargs: Any) -> Any:
+            entry = self.saas_untracked.get(deployment_id)
+            if entry is not None and self.get_model_info(deployment_id) is entry:
+                return None
+            return await super()._increment_deployment_usage(deployment_id=deployment_id, **kwargs)
+
+    return WorkerRouter
+
+
 class InProcessBackend:
     """LiteLLM's Router in this process, built from a proxy config file."""
 
@@ -166,7 +224,6 @@ class InProcessBackend:
     def _build(self) -> Any:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
-        from litellm.router import Router
 
         settings = self.config.get("litellm_settings") or {}
         for key, value in settings.items():
@@ -174,7 +231,7 @@ class InProcessBackend:
                 setattr(litellm, key, resolve_env(value))
         litellm.suppress_debug_info = True
         quiet_litellm_logs()
-        return Router(**router_kwargs(self.config))
+        return _router_class()(**router_kwargs(self.config))
 
     @property
     def router(self) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.stack import Stack, free_port, start_api, start_worker
+from cli.stack import Stack, free_port, start_api, start_worker, write_proxy_config
 from shared.llm.backend import ProxyBackend
 from shared.llm.client import LLMResult, PermanentLLMError, TransientLLMError
 from shared.llm.inprocess import InProcessBackend, resolve_env, router_kwargs
@@ -150,6 +151,47 @@ async def test_same_requests_give_identical_tokens_costs_and_error_classes(
         assert caught.value.type == "provider_error" and caught.value.status is None
         await nobody.aclose()
         await via_proxy.aclose()
+
+
+async def test_the_router_counts_usage_only_for_deployments_with_a_limit(
+    fake_provider: str, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiteLLM's Router reads a deployment's model info (a deep copy of its price-map entry) to
+    count its usage after every answer, and counts nothing when no limit is set: ours decides
+    that once per deployment and skips the read. A deployment with an rpm limit is counted."""
+    models = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": f"openai/{name}",
+                "api_base": fake_provider + "/v1",
+                "api_key": "fake-key",
+                **({"rpm": 100_000} if name == "gpt-4o" else {}),
+            },
+        }
+        for name in ("gpt-4o-mini", "gpt-4o")
+    ]
+    backend = InProcessBackend(write_proxy_config(log_dir / "limits.yaml", models))
+    router = backend.router
+    reads: Counter[str] = Counter()
+    read = router.get_router_model_info
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads[kwargs.get("received_model_name", "?")] += 1
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(router, "get_router_model_info", counting)
+    tag = nonce()
+    for name in ("gpt-4o-mini", "gpt-4o", "gpt-4o-mini"):
+        body = {"model": name, "messages": [{"role": "user", "content": f"{tag} {name}"}]}
+        result = await backend.complete(body, timeout=30)
+        assert result.cost_usd is not None and result.cost_usd > 0
+    ids = {m["model_name"]: m["model_info"]["id"] for m in router.model_list}
+    counted = [k for k in router.cache.in_memory_cache.cache_dict if ":rpm:" in k]
+    # The answer's own count is made before `complete` returns (the success callback's later).
+    assert reads["gpt-4o"] >= 1 and any(ids["gpt-4o"] in k for k in counted), counted
+    assert reads["gpt-4o-mini"] == 0, reads
+    assert not any(ids["gpt-4o-mini"] in k for k in counted), counted
 
 
 @pytest.fixture(scope="module")
