@@ -4,7 +4,9 @@ and LiteLLM's Router in the process (in-process mode), same run.
 Starts the fake provider on loopback and sends it the same chat completion from one process,
 `--concurrency` at a time, with httpx (what the worker used), with aiohttp (what it uses:
 `shared.llm.client.proxy_session`) and through `InProcessBackend` (LiteLLM's Router built from
-a config naming the fake provider, logging as in the worker), alternating `--rounds` times.
+a config naming the fake provider, logging as in the worker), the last both on LiteLLM's own
+Router class ("stock") and on the worker's (`worker_router_class`: no usage count for a
+deployment without a limit), alternating `--rounds` times.
 Prints this process's CPU (user + system, getrusage) per request and the rate of each, and the
 ratios. The provider's own CPU is not counted: the figure is what the client costs the worker
 per call. (In proxy mode the proxy's own CPU per request comes on top: `bench.throughput`.)
@@ -27,6 +29,7 @@ import httpx
 import uvloop
 
 from shared import logs
+from shared.heap import freeze_heap
 from shared.llm.client import chat_completion, proxy_session
 from shared.llm.inprocess import InProcessBackend
 from tests.harness import fake_proxy_config, start_fake_provider
@@ -41,6 +44,9 @@ def _cpu() -> float:
 
 async def _timed(one: Callable[[], Awaitable[None]], n: int, c: int) -> tuple[float, float]:
     await asyncio.gather(*(one() for _ in range(c)))  # warm: connections, imports
+    # As the worker does after its warm-up and first in-process call: without it, a full
+    # collection walks LiteLLM's whole start-up heap and each allocation-heavy step pays for it.
+    freeze_heap("bench warm-up")
     cpu, wall = _cpu(), time.perf_counter()
     for _ in range(n // c):
         await asyncio.gather(*(one() for _ in range(c)))
@@ -78,14 +84,30 @@ async def with_aiohttp(url: str, n: int, c: int) -> tuple[float, float]:
         await session.close()
 
 
-async def with_inprocess(config: Path, n: int, c: int) -> tuple[float, float]:
+class StockRouterBackend(InProcessBackend):
+    """`InProcessBackend` on LiteLLM's own Router class, which counts every deployment's usage
+    after each answer (the baseline of the worker's Router, which skips deployments without a
+    limit)."""
+
+    def router_class(self) -> type:
+        from litellm.router import Router
+
+        return Router
+
+
+async def with_inprocess(
+    config: Path, n: int, c: int, backend_class: type[InProcessBackend] = InProcessBackend
+) -> tuple[float, float]:
     """In-process mode's request: LiteLLM's Router in this process (`InProcessBackend`)."""
-    backend = InProcessBackend(config)
+    backend = backend_class(config)
 
     async def one() -> None:
         await backend.complete(BODY, timeout=30)
 
-    return await _timed(one, n, c)
+    try:
+        return await _timed(one, n, c)
+    finally:
+        await backend.aclose()  # its callbacks would run on the next backend's calls too
 
 
 def main() -> None:
@@ -100,12 +122,15 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="saas-llm-http-"))
     proc, url = start_fake_provider(log_dir)
     config = fake_proxy_config(log_dir, url)
-    figures: dict[str, list[tuple[float, float]]] = {"httpx": [], "aiohttp": [], "inprocess": []}
     clients: dict[str, Callable[[], Awaitable[tuple[float, float]]]] = {
         "httpx": lambda: with_httpx(url, args.requests, args.concurrency),
         "aiohttp": lambda: with_aiohttp(url, args.requests, args.concurrency),
+        "stock": lambda: with_inprocess(
+            config, args.requests, args.concurrency, StockRouterBackend
+        ),
         "inprocess": lambda: with_inprocess(config, args.requests, args.concurrency),
     }
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
     try:
         for _ in range(args.rounds):
             for name, run in clients.items():
@@ -119,6 +144,10 @@ def main() -> None:
     print(f"aiohttp / httpx client CPU per request: {best['aiohttp'] / best['httpx']:.2f}")
     print(
         f"in-process Router / aiohttp client CPU per request: {best['inprocess'] / best['aiohttp']:.1f}"
+    )
+    print(
+        "the worker's Router / LiteLLM's own Router (stock), CPU per request: "
+        f"{best['inprocess'] / best['stock']:.2f}"
     )
 
 

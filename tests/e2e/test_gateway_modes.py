@@ -151,6 +151,7 @@ async def test_same_requests_give_identical_tokens_costs_and_error_classes(
         assert caught.value.type == "provider_error" and caught.value.status is None
         await nobody.aclose()
         await via_proxy.aclose()
+        await inprocess.aclose()
 
 
 async def test_the_router_counts_usage_only_for_deployments_with_a_limit(
@@ -192,6 +193,15 @@ async def test_the_router_counts_usage_only_for_deployments_with_a_limit(
     assert reads["gpt-4o"] >= 1 and any(ids["gpt-4o"] in k for k in counted), counted
     assert reads["gpt-4o-mini"] == 0, reads
     assert not any(ids["gpt-4o-mini"] in k for k in counted), counted
+    # Closed, the backend unhooks its Router from LiteLLM's process-wide callback lists, or
+    # every later call in this process (another backend's) would run them too.
+    import litellm
+
+    assert router.deployment_callback_on_success in litellm._async_success_callback
+    await backend.aclose()
+    hooked = litellm._async_success_callback + litellm.success_callback
+    assert router.deployment_callback_on_success not in hooked
+    assert router.sync_deployment_callback_on_success not in hooked
 
 
 @pytest.fixture(scope="module")
