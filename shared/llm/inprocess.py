@@ -161,10 +161,11 @@ def worker_router_class() -> type:
     callback), for its rate limits and usage-based routing. It reads the deployment's model
     info first (a deep copy of the model's entry in LiteLLM's price map) and only then sees
     that no limit is set and counts nothing: 12 % of LiteLLM's CPU per call, 0.3-0.6 ms
-    (`python -m bench.http_client`, "stock" against "inprocess"). Which deployments have a limit is fixed by the config, so it is decided once per
-    deployment when the Router is built, by the same reads the Router makes; a deployment with
-    a limit (tpm/rpm, in its params or model info, or input/output token limits), a wildcard
-    one and one added later are counted as before."""
+    (`python -m bench.http_client`, "stock" against "inprocess"). Which deployments have a
+    limit is fixed by the config, so it is decided once per deployment when the Router is
+    built, by the same reads the Router makes; a deployment with a limit (tpm/rpm, in its
+    params or model info, or input/output token limits), a wildcard one and one added later
+    are counted as before."""
     from litellm.router import Router
     from litellm.router_utils.pre_call_checks.io_token_rate_limit_check import (
         deployment_has_io_token_limits,
