@@ -12,6 +12,10 @@ ratios. The provider's own CPU is not counted: the figure is what the client cos
 per call. (In proxy mode the proxy's own CPU per request comes on top: `bench.throughput`.)
 
     python -m bench.http_client [--requests 1500] [--concurrency 16] [--rounds 2]
+
+Each round runs the clients in turn, the order reversed every other round; the figures are the
+best of the rounds (and, for the two Routers, the median too: this box's noise between rounds
+is larger than their difference in a single pair).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import json
 import resource
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -132,8 +137,9 @@ def main() -> None:
     }
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
     try:
-        for _ in range(args.rounds):
-            for name, run in clients.items():
+        for round_ in range(args.rounds):
+            order = list(clients.items())
+            for name, run in order if round_ % 2 == 0 else order[::-1]:  # no place favoured
                 ms, rate = uvloop.run(run())
                 figures[name].append((ms, rate))
                 print(f"{name:9s} client CPU {ms:5.2f} ms per request, {rate:7.0f} requests/s")
@@ -145,9 +151,11 @@ def main() -> None:
     print(
         f"in-process Router / aiohttp client CPU per request: {best['inprocess'] / best['aiohttp']:.1f}"
     )
+    median = {name: statistics.median(ms for ms, _ in runs) for name, runs in figures.items()}
     print(
-        "the worker's Router / LiteLLM's own Router (stock), CPU per request: "
-        f"{best['inprocess'] / best['stock']:.2f}"
+        "the worker's Router / LiteLLM's own Router (stock), CPU per request: best "
+        f"{best['inprocess'] / best['stock']:.2f}, median {median['inprocess'] / median['stock']:.2f}"
+        f" ({median['inprocess']:.2f} / {median['stock']:.2f} ms)"
     )
 
 

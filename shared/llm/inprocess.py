@@ -160,7 +160,7 @@ def worker_router_class() -> type:
     (`_increment_deployment_usage`, twice per call: once on the answer, once from its success
     callback), for its rate limits and usage-based routing. It reads the deployment's model
     info first (a deep copy of the model's entry in LiteLLM's price map) and only then sees
-    that no limit is set and counts nothing: 12 % of LiteLLM's CPU per call, 0.3-0.6 ms
+    that no limit is set and counts nothing: 5-15 % of LiteLLM's CPU per call, 0.2-0.8 ms
     (`python -m bench.http_client`, "stock" against "inprocess"). Which deployments have a
     limit is fixed by the config, so it is decided once per deployment when the Router is
     built, by the same reads the Router makes; a deployment with a limit (tpm/rpm, in its
