@@ -56,9 +56,9 @@ def start_fake_provider(log_dir: Path, port: int | None = None) -> tuple[Proc, s
     return proc, url
 
 
-def fake_proxy_config(log_dir: Path, provider_url: str) -> Path:
-    """A proxy config whose models all go to the fake provider (priced as the real models)."""
-    models = [
+def fake_models(provider_url: str) -> list[dict[str, Any]]:
+    """A proxy config's `model_list`: every model of MODELS on the fake provider."""
+    return [
         {
             "model_name": name,
             "litellm_params": {
@@ -69,7 +69,11 @@ def fake_proxy_config(log_dir: Path, provider_url: str) -> Path:
         }
         for name in MODELS
     ]
-    return write_proxy_config(log_dir / "proxy.yaml", models)
+
+
+def fake_proxy_config(log_dir: Path, provider_url: str) -> Path:
+    """A proxy config whose models all go to the fake provider (priced as the real models)."""
+    return write_proxy_config(log_dir / "proxy.yaml", fake_models(provider_url))
 
 
 def platform_env(database_url: str, queue: str, proxy_url: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from the config file) and never imports litellm.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -153,6 +154,7 @@ def quiet_litellm_logs() -> None:
         logger.propagate = True
 
 
+@functools.cache
 def worker_router_class() -> type:
     """LiteLLM's Router with its usage tracking skipped for deployments that have no limit.
 

@@ -26,7 +26,7 @@ from shared.llm.client import LLMResult, PermanentLLMError, TransientLLMError
 from shared.llm.inprocess import InProcessBackend, resolve_env, router_kwargs
 from tests import litellm_prices
 from tests.conftest import TeamClient, base_env, nonce
-from tests.harness import MASTER_KEY, fake_proxy_config, wait_until
+from tests.harness import MASTER_KEY, fake_models, fake_proxy_config, wait_until
 
 
 def _bodies(tag: str) -> list[dict[str, Any]]:
@@ -160,18 +160,10 @@ async def test_the_router_counts_usage_only_for_deployments_with_a_limit(
     """LiteLLM's Router reads a deployment's model info (a deep copy of its price-map entry) to
     count its usage after every answer, and counts nothing when no limit is set: ours decides
     that once per deployment and skips the read. A deployment with an rpm limit is counted."""
-    models = [
-        {
-            "model_name": name,
-            "litellm_params": {
-                "model": f"openai/{name}",
-                "api_base": fake_provider + "/v1",
-                "api_key": "fake-key",
-                **({"rpm": 100_000} if name == "gpt-4o" else {}),
-            },
-        }
-        for name in ("gpt-4o-mini", "gpt-4o")
-    ]
+    models = fake_models(fake_provider)
+    for model in models:
+        if model["model_name"] == "gpt-4o":
+            model["litellm_params"]["rpm"] = 100_000
     backend = InProcessBackend(write_proxy_config(log_dir / "limits.yaml", models))
     router = backend.router
     reads: Counter[str] = Counter()
