@@ -1,7 +1,10 @@
 """A webhook sink for benchmarks, in its own process so that the benchmark's own load does not
-delay it: records (job id, arrival time) of every POST; `GET /arrivals` returns them, and
-`GET /wait/{job_id}` answers once that job's webhook has arrived (204; 504 after `timeout`
-seconds), so a benchmark can wait for a job's end without polling the API during it."""
+delay it: records (job id, arrival time) of every POST; `GET /arrivals` returns them (`?job_type=`
+only that run's), `GET /wait/{job_id}` answers once that job's webhook has arrived and `GET
+/wait-count/{job_type}?n=N` once N webhooks of jobs of that type have (204; 504 after `timeout`
+seconds), so a benchmark can wait for its jobs' ends without polling the API, or the sink, during
+them: a poll of every arrival so far every 50 ms cost the benchmark's process ~5 ms of CPU per
+job, on the cores the platform it measures runs on."""
 
 from __future__ import annotations
 
@@ -22,14 +25,22 @@ from cli.stack import Proc, free_port, spawn
 
 arrivals: list[tuple[str, str, float]] = []
 arrived: dict[str, asyncio.Event] = {}
+by_type: dict[str, list[tuple[str, str, float]]] = {}
+jobs_by_type: dict[str, set[str]] = {}
+counted = asyncio.Condition()
 
 
 async def receive(request: Request) -> Response:
     at = time.time()
     data = json.loads(await request.body()).get("data", {})
     job_id = data.get("id", "")
-    arrivals.append((job_id, data.get("job_type") or "", at))
+    job_type = data.get("job_type") or ""
+    arrivals.append((job_id, job_type, at))
+    by_type.setdefault(job_type, []).append((job_id, job_type, at))
+    jobs_by_type.setdefault(job_type, set()).add(job_id)
     arrived.setdefault(job_id, asyncio.Event()).set()
+    async with counted:
+        counted.notify_all()
     return Response(status_code=204)
 
 
@@ -42,8 +53,26 @@ async def wait_for(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def wait_count(request: Request) -> Response:
+    """Answer once `n` webhooks of jobs of this `job_type` have arrived (distinct jobs)."""
+    job_type, n = request.path_params["job_type"], int(request.query_params.get("n", "1"))
+
+    def enough() -> bool:
+        return len(jobs_by_type.get(job_type, ())) >= n
+
+    try:
+        async with counted:
+            await asyncio.wait_for(
+                counted.wait_for(enough), float(request.query_params.get("timeout", "300"))
+            )
+    except TimeoutError:
+        return Response(status_code=504)
+    return Response(status_code=204)
+
+
 async def list_arrivals(request: Request) -> JSONResponse:
-    return JSONResponse(arrivals)
+    job_type = request.query_params.get("job_type")
+    return JSONResponse(arrivals if job_type is None else by_type.get(job_type, []))
 
 
 app = Starlette(
@@ -51,6 +80,7 @@ app = Starlette(
         Route("/", receive, methods=["POST"]),
         Route("/arrivals", list_arrivals),
         Route("/wait/{job_id}", wait_for),
+        Route("/wait-count/{job_type}", wait_count),
     ]
 )
 

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from bench.box import Box
 from bench.profile import Profiler, summarise
 from bench.sink import start_sink
 from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
@@ -132,17 +133,17 @@ async def baseline(proxy_url: str, n: int, concurrency: int, delay_ms: int) -> d
 
 
 def wait_arrivals(sink_url: str, tag: str, n: int, timeout: float = 300) -> dict[str, float]:
-    """The first arrival time of each webhook of this run's n jobs, once all have arrived."""
-    deadline = time.monotonic() + timeout
-    while True:
-        arrived: dict[str, float] = {}
-        for job_id, job_type, at in httpx.get(sink_url + "/arrivals", timeout=10).json():
-            if job_type == tag:
-                arrived.setdefault(job_id, at)
-        if len(arrived) >= n or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert len(arrived) == n, f"{len(arrived)} of {n} webhooks arrived"
+    """The first arrival time of each webhook of this run's n jobs, once all have arrived: one
+    request that the sink answers when they have (`/wait-count`), not a poll."""
+    waited = httpx.get(
+        f"{sink_url}/wait-count/{tag}", params={"n": n, "timeout": timeout}, timeout=timeout + 10
+    )
+    arrived: dict[str, float] = {}
+    for job_id, _, at in httpx.get(
+        sink_url + "/arrivals", params={"job_type": tag}, timeout=30
+    ).json():
+        arrived.setdefault(job_id, at)
+    assert waited.status_code == 204 and len(arrived) == n, f"{len(arrived)} of {n} webhooks"
     return arrived
 
 
@@ -405,9 +406,31 @@ def _cpu_per_job(before: dict[str, float], procs: dict[str, Proc], n: int) -> di
 
 
 def _read_cpu_into(
-    out: dict[str, float], before: dict[str, float], procs: dict[str, Proc], n: int
+    out: dict[str, float],
+    before: dict[str, float],
+    procs: dict[str, Proc],
+    n: int,
+    box_before: Box,
+    sink: Proc,
 ) -> None:
     out.update(_cpu_per_job(before, procs, n))
+    out.update(Box.read(sink.popen.pid).per_job(box_before, n))
+
+
+BOX_PARTS = ("proxy", "api", "worker", "postgres", "redis", "provider", "client")
+
+
+def _box_row(label: str, cpu: dict[str, float], rate: float) -> str:
+    """A row of the whole-machine table: each share's CPU per job, their sum, the rate the
+    machine's cores could reach at that sum, the rate reached and the steal."""
+    total = sum(cpu.get(part, 0.0) for part in BOX_PARTS)
+    ceiling = os.cpu_count() or 1
+    return (
+        f"| {label} | "
+        + " | ".join(f"{cpu.get(part, 0.0):.1f}" for part in BOX_PARTS)
+        + f" | {total:.1f} | {ceiling * 1000 / max(total, 1e-9):.0f} | {rate:.1f} | "
+        f"{cpu.get('steal_pct', 0.0):.0f} % |"
+    )
 
 
 # Each stack's environment, by name (`_start_mode`): another API process of a stack uses it.
@@ -512,11 +535,24 @@ def main() -> None:
         latencies = [int(x) for x in args.latencies.split(",")]
         profiled = False
         table: list[str] = []
+        box_rows: list[str] = []
         for delay in latencies:
             for conc in [int(x) for x in args.concurrency.split(",")]:
-                before = {"proxy": cpu_seconds(proxy)}
+                before = {"proxy": cpu_seconds(proxy), "provider": cpu_seconds(fake)}
+                box_before = Box.read(sink.popen.pid)
                 b = asyncio.run(baseline(proxy_url, args.jobs, conc, delay))
                 proxy_cpu = (cpu_seconds(proxy) - before["proxy"]) * 1000 / args.jobs
+                box_rows.append(
+                    _box_row(
+                        f"{delay} ms | {conc} | proxy alone",
+                        {
+                            "proxy": proxy_cpu,
+                            "provider": (cpu_seconds(fake) - before["provider"]) * 1000 / args.jobs,
+                            **Box.read(sink.popen.pid).per_job(box_before, args.jobs),
+                        },
+                        b["rate"],
+                    )
+                )
                 print(
                     f"{delay:>5}ms {conc:>4} {'proxy':<9} | {b['rate']:>7.1f} {b['p50'] * 1000:>7.0f} "
                     f"{b['p99'] * 1000:>7.0f} | {'':>10} {'':>6} | {1:>5.2f} | {'':>8} {'':>6} | "
@@ -528,7 +564,7 @@ def main() -> None:
                     f"proxy {proxy_cpu:.1f} | - |"
                 )
                 for mode, (url, mode_procs) in stacks.items():
-                    measured = {**mode_procs, "proxy": proxy}
+                    measured = {**mode_procs, "proxy": proxy, "provider": fake}
                     profilers = []
                     if args.profile is not None and not profiled:
                         args.profile.mkdir(parents=True, exist_ok=True)
@@ -538,8 +574,9 @@ def main() -> None:
                         ]
                     cpu_before = {name: cpu_seconds(proc) for name, proc in measured.items()}
                     cpu: dict[str, float] = {}
+                    box_before = Box.read(sink.popen.pid)
                     read_cpu = functools.partial(
-                        _read_cpu_into, cpu, cpu_before, measured, args.jobs
+                        _read_cpu_into, cpu, cpu_before, measured, args.jobs, box_before, sink
                     )
                     p = asyncio.run(
                         platform(url, key, args.jobs, conc, delay, sink_url, on_done=read_cpu)
@@ -563,6 +600,9 @@ def main() -> None:
                         f"{p['submit_p99'] * 1000:,.1f} | {p['hook_p50'] * 1000:,.0f} / "
                         f"{p['hook_p99'] * 1000:,.0f} | api {cpu['api']:.1f}, worker "
                         f"{cpu['worker']:.1f}, proxy {cpu['proxy']:.1f} | {ratio_cpu:.2f} |"
+                    )
+                    box_rows.append(
+                        _box_row(f"{delay} ms | {conc} | platform, {mode}", cpu, p["rate"])
                     )
                 if args.profile is not None:
                     profiled = True
@@ -682,6 +722,18 @@ def main() -> None:
         )
         print("|---|---:|---|---:|---:|---:|---:|---:|---|---:|")
         print("\n".join(table))
+        print(
+            f"\nThe whole machine's CPU per job ({os.cpu_count()} cores; ms; the ceiling is the "
+            "rate at which that sum would fill every core; steal: the share of the machine's time "
+            "the hypervisor gave to others meanwhile):\n"
+        )
+        print(
+            "| provider | conc | run | "
+            + " | ".join(BOX_PARTS)
+            + " | all | ceiling jobs/s | rate/s | steal |"
+        )
+        print("|---|---:|---|" + "---:|" * (len(BOX_PARTS) + 4))
+        print("\n".join(box_rows))
         print(f"\nP2, light load (one job at a time, {args.light} jobs, 0 ms provider):\n")
         print(
             "| | p50 ms | p99 ms | over the proxy p50 / p99 ms | created to started p50 / p99 ms"
