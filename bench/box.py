@@ -15,6 +15,7 @@ the window is still counted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 from dataclasses import dataclass
@@ -33,6 +34,19 @@ def _stat(pid: str) -> tuple[str, list[str]] | None:
     return comm, raw[raw.rindex(")") + 2 :].split()
 
 
+def _ticks(fields: list[str]) -> int:
+    """utime + stime of a `_stat` reading, in clock ticks."""
+    return int(fields[11]) + int(fields[12])
+
+
+def pid_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far; FileNotFoundError once it has gone."""
+    read = _stat(str(pid))
+    if read is None:
+        raise FileNotFoundError(f"/proc/{pid}/stat")
+    return _ticks(read[1]) / TICK
+
+
 def services_cpu() -> dict[str, float]:
     """CPU seconds so far of the Postgres and Redis servers on this machine (all their
     processes)."""
@@ -46,7 +60,7 @@ def services_cpu() -> dict[str, float]:
         comm, fields = read
         # utime, stime; and for the postmaster (its parent is not a postgres process) the
         # reaped children's cutime, cstime.
-        seconds = int(fields[11]) + int(fields[12])
+        seconds = _ticks(fields)
         parent = _stat(fields[1])
         if comm == "postgres" and (parent is None or parent[0] != "postgres"):
             seconds += int(fields[13]) + int(fields[14])
@@ -81,9 +95,8 @@ class Box:
         """Now; `client_pids`: the benchmark's helper processes (its webhook sink)."""
         client = self_cpu()
         for pid in client_pids:
-            read = _stat(str(pid))
-            if read is not None:
-                client += (int(read[1][11]) + int(read[1][12])) / TICK
+            with contextlib.suppress(FileNotFoundError):
+                client += pid_cpu(pid)
         ticks, steal = machine_ticks()
         return cls(services_cpu(), client, ticks, steal)
 

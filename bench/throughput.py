@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from bench.box import Box
+from bench.box import Box, pid_cpu
 from bench.profile import Profiler, summarise
 from bench.sink import start_sink
 from cli.stack import Proc, free_port, start_api, start_proxy, start_worker
@@ -51,14 +51,9 @@ from tests.harness import (
 )
 
 
-def _pid_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(proc: Proc) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    return _pid_cpu(proc.popen.pid)
+    return pid_cpu(proc.popen.pid)
 
 
 def tree_cpu_seconds(proc: Proc) -> float:
@@ -67,7 +62,7 @@ def tree_cpu_seconds(proc: Proc) -> float:
     while todo:
         pid = todo.pop()
         try:
-            total += _pid_cpu(pid)
+            total += pid_cpu(pid)
             for task in Path(f"/proc/{pid}/task").iterdir():
                 todo.extend(int(c) for c in (task / "children").read_text().split())
         except (FileNotFoundError, ProcessLookupError):
